@@ -1,0 +1,1 @@
+../_iqa_core.py
