@@ -55,7 +55,7 @@ class Krcc(evaluate.Metric):
             features=datasets.Features(
                 {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
             ),
-            format="numpy",
+            # Left as Python lists: the "numpy" format would cast the floats to float32.
             reference_urls=["https://docs.scipy.org/doc/scipy/reference/generated/scipy.stats.kendalltau.html"],
         )
 

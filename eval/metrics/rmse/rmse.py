@@ -53,7 +53,7 @@ class Rmse(evaluate.Metric):
             features=datasets.Features(
                 {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
             ),
-            format="numpy",
+            # Left as Python lists: the "numpy" format would cast the floats to float32.
         )
 
     def _compute(self, predictions, references, allow_degenerate=False):
