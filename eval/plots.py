@@ -1,0 +1,82 @@
+"""Scatter plot of predicted quality against MOS for one evaluated run.
+
+Drawn with matplotlib's Agg canvas on a private ``Figure`` (no ``pyplot``), so it works without a
+display, does not change the caller's matplotlib backend, and leaves no global figure state.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["scatter_plot"]
+
+
+def _metric_text(metrics):
+    from .reporting import METRIC_LABELS
+
+    parts = []
+    for key in ("srcc", "plcc", "plcc_logistic4", "krcc", "rmse"):
+        if metrics.get(key) is not None:
+            value = float(metrics[key])
+            parts.append(f"{METRIC_LABELS[key]} = {'nan' if np.isnan(value) else f'{value:.3f}'}")
+    return "\n".join(parts)
+
+
+def scatter_plot(predictions, references, path, title=None, metrics=None,
+                 xlabel="Predicted score", ylabel="MOS", dpi=100, size=(5.0, 5.0)):
+    """Write a PNG scatter plot of predicted scores (x) against MOS (y) and return its path.
+
+    Every sample is drawn with the same small, semi-transparent marker; there is no identity
+    line (predicted scores and MOS need not share a scale). The corner of the plot shows SRCC and
+    PLCC (and any other of KRCC, RMSE, PLCC (logistic) found in ``metrics``).
+
+    Args:
+        predictions: predicted scores, one per image.
+        references: MOS of the same images.
+        path: where to write the PNG; parent folders are created.
+        title: optional title, e.g. the run name and split.
+        metrics: a dict such as the one :func:`eval.metrics.compute_iqa_metrics` returns. When
+            ``None`` it is computed here; degenerate input (e.g. constant predictions) then shows
+            ``nan`` with a warning rather than failing the plot.
+        xlabel, ylabel: axis labels.
+        dpi, size: resolution and figure size in inches (default 500x500 pixels).
+
+    Raises ``ValueError`` if predictions and references differ in length or are empty.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    x = np.asarray(predictions, dtype=np.float64).ravel()
+    y = np.asarray(references, dtype=np.float64).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"predictions and references differ in length ({x.size} != {y.size})")
+    if x.size == 0:
+        raise ValueError("nothing to plot: no samples")
+    if metrics is None:
+        metrics = _metrics_for_plot(x, y)
+
+    fig = Figure(figsize=size, dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.scatter(x, y, s=14, c="tab:blue", alpha=0.6, linewidths=0, marker="o")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title if title else f"{x.size} images")
+    ax.grid(True, alpha=0.3)
+    text = _metric_text(metrics)
+    if text:
+        ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", ha="left", fontsize=9,
+                bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8, "linewidth": 0.5})
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def _metrics_for_plot(x, y):
+    from .metrics import compute_iqa_metrics
+
+    if x.size < 2:
+        return {}
+    return compute_iqa_metrics(x, y, names=("srcc", "plcc"), allow_degenerate=True)
