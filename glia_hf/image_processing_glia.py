@@ -1,0 +1,204 @@
+"""Image processor of GLIANet: one image in, its two views out (the resized whole image and the tiled fragments)."""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.image_processing_utils import BaseImageProcessor
+
+from .fragment_sampling import sample_fragments
+
+
+VIT_MEAN = [0.5, 0.5, 0.5]
+VIT_STD = [0.5, 0.5, 0.5]
+
+
+def pil_to_rgb(image: Image.Image) -> Image.Image:
+    """Turn any PIL image into an 8-bit RGB one, with its EXIF orientation applied.
+
+    Grayscale, palette and CMYK images are converted; 16-bit and 32-bit grayscale images are scaled from their own
+    range (16-bit: 0-65535) to 0-255; an alpha channel is composited onto a white background.
+    """
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        array = array / 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else array / 255.0
+        image = Image.fromarray(np.round(np.clip(array, 0, 1) * 255).astype(np.uint8), mode="L")
+    elif image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.round(np.clip(array, 0, 1) * 255).astype(np.uint8), mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def to_rgb_tensor(image) -> torch.Tensor:
+    """Convert one image to a float `(3, H, W)` tensor with values in [0, 1].
+
+    Accepts a PIL image (any mode, see [`pil_to_rgb`]), or a NumPy array / torch tensor laid out as `(H, W)`,
+    `(H, W, C)` or `(C, H, W)` with `C` in {1, 3, 4} (the alpha channel is composited onto white). Integer arrays are
+    read as 8-bit (uint8) or 16-bit (uint16) values; float arrays must already lie in [0, 1].
+    """
+    if isinstance(image, Image.Image):
+        return torch.from_numpy(np.array(pil_to_rgb(image))).permute(2, 0, 1).float().div(255.0)
+    if isinstance(image, np.ndarray):
+        array = torch.from_numpy(np.ascontiguousarray(image)) if image.dtype != np.uint16 else torch.from_numpy(
+            image.astype(np.int32)
+        )
+        dtype_name = str(image.dtype)
+    elif isinstance(image, torch.Tensor):
+        array, dtype_name = image.detach().cpu(), str(image.dtype).replace("torch.", "")
+    else:
+        raise TypeError(f"Unsupported image type {type(image).__name__}: expected a PIL image, NumPy array or tensor.")
+
+    shape = tuple(array.shape)
+    if array.ndim == 2:
+        array = array[None]
+    elif array.ndim == 3 and array.shape[-1] in (1, 3, 4) and array.shape[0] not in (1, 3, 4):
+        array = array.permute(2, 0, 1)
+    elif array.ndim == 3 and array.shape[0] in (1, 3, 4):
+        pass
+    elif array.ndim == 3 and array.shape[-1] in (1, 3, 4):
+        array = array.permute(2, 0, 1)
+    else:
+        raise ValueError(
+            f"Unsupported image array shape {shape}: expected (H, W), (H, W, C) or (C, H, W) with C in 1, 3 or 4."
+        )
+    if min(array.shape[-2:]) < 1:
+        raise ValueError(f"Image array of shape {shape} is empty.")
+
+    if dtype_name == "uint8":
+        array = array.float() / 255.0
+    elif dtype_name == "uint16":
+        array = array.float() / 65535.0
+    elif array.is_floating_point():
+        array = array.float()
+        if not torch.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            raise ValueError(f"Float image arrays must hold finite values in [0, 1]; got an array of shape {shape}.")
+    else:
+        raise ValueError(f"Unsupported image dtype {dtype_name}: use uint8, uint16 or float in [0, 1].")
+
+    if array.shape[0] == 1:
+        array = array.expand(3, -1, -1)
+    elif array.shape[0] == 4:
+        rgb, alpha = array[:3], array[3:]
+        array = rgb * alpha + (1 - alpha)
+    return array.contiguous()
+
+
+class GLIAImageProcessor(BaseImageProcessor):
+    r"""
+    Prepares images for [`GLIAForImageQualityAssessment`]. Each image gives two views:
+
+    - `pixel_values`: the whole image resized to `image_size x image_size` (bicubic, antialiased): the semantic stream;
+    - `fragment_values`: the grid fragments of the full-resolution image tiled into one image (see
+      `fragment_sampling.py`): the detail stream. Images too small for the grid are upscaled first, aspect ratio kept.
+
+    Both are normalised with the backbone's mean and standard deviation.
+
+    Args:
+        image_size (`int`, *optional*, defaults to 224): side of the resized whole image.
+        grid_size (`tuple[int, int]`, *optional*, defaults to `(7, 7)`): grid cells `(nh, nw)`.
+        fragment_size (`tuple[int, int]`, *optional*, defaults to `(32, 32)`): fragment size `(fh, fw)` in pixels.
+        image_mean (`list[float]`, *optional*, defaults to `[0.5, 0.5, 0.5]`): per-channel mean of the backbone.
+        image_std (`list[float]`, *optional*, defaults to `[0.5, 0.5, 0.5]`): per-channel standard deviation.
+    """
+
+    model_input_names = ["pixel_values", "fragment_values"]
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        grid_size=(7, 7),
+        fragment_size=(32, 32),
+        image_mean=None,
+        image_std=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.image_size = int(image_size)
+        self.grid_size = [int(n) for n in grid_size]
+        self.fragment_size = [int(n) for n in fragment_size]
+        self.image_mean = list(image_mean) if image_mean is not None else list(VIT_MEAN)
+        self.image_std = list(image_std) if image_std is not None else list(VIT_STD)
+
+    @classmethod
+    def from_config(cls, config, image_mean=None, image_std=None) -> "GLIAImageProcessor":
+        """The processor that matches a [`GLIAConfig`]'s global size, grid and fragments."""
+        return cls(
+            image_size=config.image_size,
+            grid_size=config.grid_size,
+            fragment_size=config.fragment_size,
+            image_mean=image_mean,
+            image_std=image_std,
+        )
+
+    def preprocess(
+        self,
+        images,
+        random_offsets: bool | None = None,
+        num_samples: int | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        return_tensors: str | None = "pt",
+        **kwargs,
+    ) -> BatchFeature:
+        """Turn one image or a list of images into `pixel_values` and `fragment_values`.
+
+        Args:
+            images: a PIL image, NumPy array or tensor (see [`to_rgb_tensor`]), or a list of them. Any size, any
+                number of channels among 1, 3 and 4; EXIF orientation is honoured.
+            random_offsets: draw the fragment offsets at random (training) instead of centring them (evaluation).
+                Defaults to `False`, or to `True` when `num_samples` is given.
+            num_samples: draw `K` fragment views per image for test-time averaging: `fragment_values` then has shape
+                `(B, K, 3, h, w)` instead of `(B, 3, h, w)`.
+            seed: make the random draws reproducible. Each image draws from its own generator seeded with `seed`, so
+                an image gets the same views alone or inside any batch.
+            generator: a shared `torch.Generator` for the random draws (training), used when `seed` is not given.
+            return_tensors: only `"pt"` (PyTorch) is supported.
+        """
+        if kwargs:
+            raise TypeError(f"Unexpected arguments for GLIAImageProcessor: {sorted(kwargs)}.")
+        if return_tensors not in (None, "pt"):
+            raise ValueError(f"GLIAImageProcessor returns PyTorch tensors only, got return_tensors={return_tensors!r}.")
+        if isinstance(images, (list, tuple)):
+            images = list(images)
+        elif isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
+            images = list(images)
+        else:
+            images = [images]
+        if not images:
+            raise ValueError("GLIAImageProcessor received an empty batch: give at least one image.")
+        if num_samples is not None and num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples}.")
+        if random_offsets is None:
+            random_offsets = num_samples is not None
+
+        mean = torch.tensor(self.image_mean).view(3, 1, 1)
+        std = torch.tensor(self.image_std).view(3, 1, 1)
+        pixel_values, fragment_values = [], []
+        for image in images:
+            rgb = to_rgb_tensor(image)
+            resized = F.interpolate(
+                rgb[None], size=(self.image_size, self.image_size), mode="bicubic", align_corners=False, antialias=True
+            )[0].clamp(0, 1)
+            pixel_values.append((resized - mean) / std)
+            image_generator = torch.Generator().manual_seed(seed) if seed is not None else generator
+            views = [
+                sample_fragments(rgb, self.grid_size, self.fragment_size, random_offsets, image_generator)
+                for _ in range(num_samples or 1)
+            ]
+            views = (torch.stack(views) - mean) / std
+            fragment_values.append(views if num_samples is not None else views[0])
+        return BatchFeature(
+            data={"pixel_values": torch.stack(pixel_values), "fragment_values": torch.stack(fragment_values)},
+            tensor_type=None,
+        )
+
+
+__all__ = ["GLIAImageProcessor", "pil_to_rgb", "to_rgb_tensor"]

@@ -1,0 +1,393 @@
+"""GLIANet: a frozen ViT seen through a semantic and a detail stream, fused by Global-Local Interaction Adapters.
+
+The equations implemented here, per GLIA block placed in front of frozen ViT block `l` (`x`: main-stream tokens,
+`p`: the latent prior, initially `p = proj(LN(ViT(guidance image)))`):
+
+    z = down(x)                                        # hidden -> latent MLP
+    z = z + lambda_d * MHCA(query=z, key/value=p)      # Local-Global Fusion (paper Eq. 3), `use_lgf`
+    x = x + up(z)                                      # latent -> hidden MLP, last layer zero-initialised
+    p = p + lambda_s * MHCA(query=p, key/value=z)      # Global-Local Refine (paper Eq. 4), `use_glr`
+    x = ViTBlock_l(x)                                  # frozen
+
+The score is `head(dropout(LN(x)[:, 0]))` mapped from [0, 1] to the data set's score range.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel, ViTConfig, ViTModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.utils import ModelOutput
+
+from .configuration_glia import GLIAConfig
+
+
+@dataclass
+class GLIAModelOutput(ModelOutput):
+    """Output of [`GLIAModel`].
+
+    Args:
+        last_hidden_state: `(N, L, hidden)` main-stream tokens after the final layer norm, `N = batch * views`.
+        pooler_output: `(N, hidden)` the CLS token of `last_hidden_state`.
+        prior: `(N, L', latent)` the guidance prior after the last GLIA block.
+        hidden_states: main-stream tokens after the embeddings and after each block, when asked for.
+        attentions: self-attention weights of each frozen block of the main stream, when asked for.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    prior: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class ImageQualityAssessmentOutput(ModelOutput):
+    """Output of [`GLIAForImageQualityAssessment`].
+
+    Args:
+        loss: the training loss on normalised labels, when `labels` are given.
+        score: `(B,)` predicted quality on the data set's scale (higher is better), averaged over the views.
+        normalized_score: `(B,)` the same prediction on the [0, 1] training scale.
+        hidden_states, attentions: as in [`GLIAModelOutput`], when asked for.
+    """
+
+    loss: torch.FloatTensor | None = None
+    score: torch.FloatTensor | None = None
+    normalized_score: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class GLIAMLP(nn.Module):
+    """Two linear layers with a GELU between them: the adapter's down- and up-projections."""
+
+    def __init__(self, in_features: int, hidden_features: int, out_features: int):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.activation = ACT2FN["gelu"]
+        self.fc2 = nn.Linear(hidden_features, out_features)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.activation(self.fc1(hidden_states)))
+
+
+class GLIACrossAttention(nn.Module):
+    """Multi-head cross-attention in the latent space: `query` attends to `context`."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q_proj = nn.Linear(dim, dim, bias=False)
+        self.k_proj = nn.Linear(dim, dim, bias=False)
+        self.v_proj = nn.Linear(dim, dim, bias=False)
+        self.o_proj = nn.Linear(dim, dim)
+
+    def _split_heads(self, states: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = states.shape
+        return states.view(batch, length, self.num_heads, dim // self.num_heads).transpose(1, 2)
+
+    def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        q = self._split_heads(self.q_proj(query))
+        k = self._split_heads(self.k_proj(context))
+        v = self._split_heads(self.v_proj(context))
+        attended = F.scaled_dot_product_attention(q, k, v)
+        return self.o_proj(attended.transpose(1, 2).reshape(query.shape))
+
+
+class GLIABlock(nn.Module):
+    """One Global-Local Interaction Adapter, placed in front of a frozen ViT block (equations in the module doc)."""
+
+    def __init__(self, config: GLIAConfig):
+        super().__init__()
+        hidden_size = config.backbone_config.hidden_size
+        lambda_shape = (config.latent_dim,) if config.lambda_shape == "vector" else ()
+        self.down = GLIAMLP(hidden_size, config.adapter_down_hidden_size, config.latent_dim)
+        self.up = GLIAMLP(config.latent_dim, config.adapter_up_hidden_size, hidden_size)
+        self.local_global_fusion = None
+        self.global_local_refine = None
+        if config.use_lgf:
+            self.local_global_fusion = GLIACrossAttention(config.latent_dim, config.cross_attention_heads)
+            self.lambda_d = nn.Parameter(torch.full(lambda_shape, float(config.lambda_init)))
+        if config.use_glr:
+            self.global_local_refine = GLIACrossAttention(config.latent_dim, config.cross_attention_heads)
+            self.lambda_s = nn.Parameter(torch.full(lambda_shape, float(config.lambda_init)))
+
+    def forward(self, hidden_states: torch.Tensor, prior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        latent = self.down(hidden_states)
+        if self.local_global_fusion is not None:
+            latent = latent + self.lambda_d * self.local_global_fusion(latent, prior)
+        hidden_states = hidden_states + self.up(latent)
+        if self.global_local_refine is not None:
+            prior = prior + self.lambda_s * self.global_local_refine(prior, latent)
+        return hidden_states, prior
+
+
+class GLIAPreTrainedModel(PreTrainedModel):
+    """Weight initialisation and the Hugging Face plumbing shared by the GLIANet models."""
+
+    config_class = GLIAConfig
+    base_model_prefix = "glia"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["ViTEmbeddings", "ViTLayer", "GLIABlock"]
+    _supports_sdpa = True
+
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, GLIABlock):
+            # The injection starts at exactly zero: the frozen ViT first sees its pre-trained input.
+            init.zeros_(module.up.fc2.weight)
+            init.zeros_(module.up.fc2.bias)
+            for name in ("lambda_d", "lambda_s"):
+                if hasattr(module, name):
+                    init.constant_(getattr(module, name), self.config.lambda_init)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """Load as usual, then freeze the backbone again: loading materialises new parameters that all require grad."""
+        model = super().from_pretrained(*args, **kwargs)
+        for module in model.modules():
+            if isinstance(module, GLIAModel):
+                module.freeze_backbone()
+        return model
+
+
+class GLIAModel(GLIAPreTrainedModel):
+    """The frozen ViT with its two streams and the GLIA blocks; returns main-stream tokens and the refined prior."""
+
+    def __init__(self, config: GLIAConfig):
+        super().__init__(config)
+        self.vit = ViTModel(config.backbone_config, add_pooling_layer=False)
+        self.prior_projection = nn.Linear(config.backbone_config.hidden_size, config.latent_dim)
+        self.glia_blocks = nn.ModuleDict({str(i): GLIABlock(config) for i in config.glia_layers})
+        self.post_init()
+        self.freeze_backbone()
+
+    def freeze_backbone(self) -> None:
+        """Stop gradients to the ViT weights when the configuration asks for a frozen backbone (GLIANet always does)."""
+        if self.config.freeze_backbone:
+            self.vit.requires_grad_(False)
+
+    def encode_guidance(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Final tokens (after the final layer norm) of the plain ViT on the guidance image: `Fs` in the paper.
+
+        Runs without autograd when the backbone is frozen. The result depends on the image alone, so a training loop
+        may cache it and pass it back as `guidance_hidden_states`.
+        """
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_backbone):
+            return self.vit(pixel_values=self._cast(pixel_values)).last_hidden_state
+
+    def _cast(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return pixel_values.to(self.vit.embeddings.patch_embeddings.projection.weight.dtype)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        fragment_values: torch.Tensor | None = None,
+        guidance_hidden_states: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> GLIAModelOutput:
+        r"""
+        Args:
+            pixel_values: `(B, 3, S, S)` the resized whole images (semantic stream).
+            fragment_values: `(B, 3, h, w)` or `(B, K, 3, h, w)` the tiled fragments (detail stream), `K` views each.
+            guidance_hidden_states: the cached output of [`encode_guidance`] for this batch, to skip that pass.
+        """
+        config = self.config
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else config.output_hidden_states
+        output_attentions = output_attentions if output_attentions is not None else config.output_attentions
+        main_input, guidance_input, views = self._stream_inputs(pixel_values, fragment_values)
+
+        if guidance_hidden_states is None:
+            guidance_hidden_states = self.encode_guidance(guidance_input)
+        if config.guidance_stream == "semantic" and views > 1:
+            guidance_hidden_states = guidance_hidden_states.repeat_interleave(views, dim=0)
+        prior = self.prior_projection(guidance_hidden_states)
+
+        hidden_states = self.vit.embeddings(self._cast(main_input))
+        if hidden_states.shape[0] != prior.shape[0]:
+            hidden_states = hidden_states.repeat_interleave(prior.shape[0] // hidden_states.shape[0], dim=0)
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for index, layer in enumerate(self.vit.layers):
+            block = self.glia_blocks[str(index)] if str(index) in self.glia_blocks else None
+            if block is not None:
+                hidden_states, prior = block(hidden_states, prior)
+            if output_attentions:
+                hidden_states, attention = self._layer_with_attention(layer, hidden_states)
+                all_attentions += (attention,)
+            else:
+                hidden_states = layer(hidden_states)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+
+        last_hidden_state = self.vit.layernorm(hidden_states)
+        output = GLIAModelOutput(
+            last_hidden_state=last_hidden_state,
+            pooler_output=last_hidden_state[:, 0],
+            prior=prior,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+    def _stream_inputs(self, pixel_values, fragment_values) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Check the inputs and return (main-stream input, guidance-stream input, number of fragment views)."""
+        config = self.config
+        needed = {config.main_stream, config.guidance_stream}
+        if "semantic" in needed and pixel_values is None:
+            raise ValueError("pixel_values (the resized whole images) are required by this configuration.")
+        if "detail" in needed and fragment_values is None:
+            raise ValueError("fragment_values (the tiled fragments) are required by this configuration.")
+        if pixel_values is not None and pixel_values.ndim != 4:
+            raise ValueError(f"pixel_values must have shape (B, 3, H, W), got {tuple(pixel_values.shape)}.")
+        views = 1
+        if fragment_values is not None:
+            if fragment_values.ndim == 5:
+                views = fragment_values.shape[1]
+                fragments = fragment_values.flatten(0, 1)
+            elif fragment_values.ndim == 4:
+                fragments = fragment_values
+            else:
+                raise ValueError(
+                    f"fragment_values must have shape (B, 3, h, w) or (B, K, 3, h, w), got {tuple(fragment_values.shape)}."
+                )
+            if pixel_values is not None and fragment_values.shape[0] != pixel_values.shape[0]:
+                raise ValueError(
+                    f"pixel_values and fragment_values hold different numbers of images: {pixel_values.shape[0]} and "
+                    f"{fragment_values.shape[0]}."
+                )
+        if pixel_values is not None and pixel_values.shape[0] == 0 or fragment_values is not None and fragment_values.shape[0] == 0:
+            raise ValueError("Received an empty batch.")
+        streams = {"semantic": pixel_values, "detail": fragments if fragment_values is not None else None}
+        if "detail" not in needed:
+            views = 1
+        return streams[config.main_stream], streams[config.guidance_stream], views
+
+    @staticmethod
+    def _layer_with_attention(layer: nn.Module, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run a frozen ViT block and catch its self-attention weights (needs `attn_implementation="eager"`)."""
+        caught = []
+        handle = layer.attention.register_forward_hook(lambda module, args, output: caught.append(output[1]))
+        try:
+            hidden_states = layer(hidden_states)
+        finally:
+            handle.remove()
+        if caught[0] is None:
+            raise ValueError(
+                "Attention weights are only returned by the eager attention: load the model with "
+                'attn_implementation="eager" or call model.set_attn_implementation("eager").'
+            )
+        return hidden_states, caught[0]
+
+
+class GLIAForImageQualityAssessment(GLIAPreTrainedModel):
+    """GLIANet: [`GLIAModel`] with a regression head on the main stream's CLS token, predicting one quality score."""
+
+    def __init__(self, config: GLIAConfig):
+        super().__init__(config)
+        self.glia = GLIAModel(config)
+        self.dropout = nn.Dropout(config.head_dropout)
+        self.regressor = nn.Linear(config.backbone_config.hidden_size, 1)
+        self.post_init()
+
+    @classmethod
+    def from_backbone(cls, backbone: str | ViTConfig, **glia_options) -> "GLIAForImageQualityAssessment":
+        """Build GLIANet around a ViT backbone.
+
+        Args:
+            backbone: a Hub model id or a local directory of a `ViTModel`-family checkpoint (weights loaded, then
+                frozen; checkpoints in the transformers 4 key layout are converted on load), or a `ViTConfig` for a
+                randomly initialised backbone.
+            glia_options: any [`GLIAConfig`] argument, e.g. `latent_dim=64`, `use_glr=False`, `score_min=1.0`.
+        """
+        if isinstance(backbone, ViTConfig):
+            return cls(GLIAConfig(backbone_config=backbone, **glia_options))
+        vit = ViTModel.from_pretrained(backbone, add_pooling_layer=False)
+        model = cls(GLIAConfig(backbone_config=vit.config, **glia_options))
+        model.glia.vit.load_state_dict(vit.state_dict())
+        return model
+
+    def normalize_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Map scores on the data set's scale to the [0, 1] training scale."""
+        return (labels - self.config.score_min) / (self.config.score_max - self.config.score_min)
+
+    def denormalize_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """Map predictions on the [0, 1] training scale back to the data set's scale."""
+        return scores * (self.config.score_max - self.config.score_min) + self.config.score_min
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        fragment_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        guidance_hidden_states: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> ImageQualityAssessmentOutput:
+        r"""
+        Args:
+            pixel_values: `(B, 3, S, S)` the resized whole images, from [`GLIAImageProcessor`].
+            fragment_values: `(B, 3, h, w)` or `(B, K, 3, h, w)` the tiled fragments; with `K` views the score is the
+                mean of the views' scores.
+            labels: `(B,)` quality scores on the data set's scale; when given, `loss` is computed.
+            guidance_hidden_states: cached guidance tokens (see [`GLIAModel.encode_guidance`]).
+        """
+        outputs = self.glia(
+            pixel_values=pixel_values,
+            fragment_values=fragment_values,
+            guidance_hidden_states=guidance_hidden_states,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        batch_size = (pixel_values if pixel_values is not None else fragment_values).shape[0]
+        view_scores = self.regressor(self.dropout(outputs.pooler_output)).squeeze(-1)
+        normalized_score = view_scores.view(batch_size, -1).mean(dim=1)
+        loss = None
+        if labels is not None:
+            loss = quality_loss(normalized_score, self.normalize_labels(labels.to(normalized_score)), self.config.loss)
+        output = ImageQualityAssessmentOutput(
+            loss=loss,
+            score=self.denormalize_scores(normalized_score),
+            normalized_score=normalized_score,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+def quality_loss(predictions: torch.Tensor, targets: torch.Tensor, kind: str = "plcc") -> torch.Tensor:
+    """Training loss between predicted and target scores on the normalised scale.
+
+    `"plcc"`: `(1 - r) / 2` with `r` the Pearson correlation over the batch (0 for perfect agreement), as LoDa trains;
+    it is defined for two or more samples, so a batch of one falls back to the squared error. `"mse"`, `"l1"`: the
+    mean squared and mean absolute errors.
+    """
+    if predictions.shape != targets.shape:
+        raise ValueError(f"labels must have shape {tuple(predictions.shape)}, got {tuple(targets.shape)}.")
+    if kind == "mse" or (kind == "plcc" and predictions.numel() < 2):
+        return F.mse_loss(predictions, targets)
+    if kind == "l1":
+        return F.l1_loss(predictions, targets)
+    if kind != "plcc":
+        raise ValueError(f"Unknown loss {kind!r}.")
+    pred = predictions - predictions.mean()
+    target = targets - targets.mean()
+    correlation = (pred * target).sum() / (pred.norm() * target.norm()).clamp_min(1e-8)
+    return (1 - correlation) / 2
+
+
+__all__ = ["GLIAPreTrainedModel", "GLIAModel", "GLIAForImageQualityAssessment", "GLIABlock", "quality_loss"]
