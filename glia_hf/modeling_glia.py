@@ -116,12 +116,12 @@ class GLIABlock(nn.Module):
             self.global_local_refine = GLIACrossAttention(config.latent_dim, config.cross_attention_heads)
             self.lambda_s = nn.Parameter(torch.full(lambda_shape, float(config.lambda_init)))
 
-    def forward(self, hidden_states: torch.Tensor, prior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, hidden_states: torch.Tensor, prior: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         latent = self.down(hidden_states)
-        if self.local_global_fusion is not None:
+        if self.local_global_fusion is not None and prior is not None:
             latent = latent + self.lambda_d * self.local_global_fusion(latent, prior)
         hidden_states = hidden_states + self.up(latent)
-        if self.global_local_refine is not None:
+        if self.global_local_refine is not None and prior is not None:
             prior = prior + self.lambda_s * self.global_local_refine(prior, latent)
         return hidden_states, prior
 
@@ -177,6 +177,15 @@ class GLIAModel(GLIAPreTrainedModel):
         if self.config.freeze_backbone:
             self.vit.requires_grad_(False)
 
+    @property
+    def uses_prior(self) -> bool:
+        """Whether the guidance stream reaches the output: only through the LGF cross-attention of some GLIA block.
+
+        Without it (no GLIA block, or `use_lgf=False`) the guidance pass is skipped; this is how the single-stream
+        baselines (linear probe, full fine-tuning, LoRA, adapters, VPT) run on the same model class.
+        """
+        return bool(self.glia_blocks) and self.config.use_lgf
+
     def encode_guidance(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Final tokens (after the final layer norm) of the plain ViT on the guidance image: `Fs` in the paper.
 
@@ -209,15 +218,17 @@ class GLIAModel(GLIAPreTrainedModel):
         output_attentions = output_attentions if output_attentions is not None else config.output_attentions
         main_input, guidance_input, views = self._stream_inputs(pixel_values, fragment_values)
 
-        if guidance_hidden_states is None:
-            guidance_hidden_states = self.encode_guidance(guidance_input)
-        if config.guidance_stream == "semantic" and views > 1:
-            guidance_hidden_states = guidance_hidden_states.repeat_interleave(views, dim=0)
-        prior = self.prior_projection(guidance_hidden_states)
+        prior = None
+        if self.uses_prior:
+            if guidance_hidden_states is None:
+                guidance_hidden_states = self.encode_guidance(guidance_input)
+            if config.guidance_stream == "semantic" and views > 1:
+                guidance_hidden_states = guidance_hidden_states.repeat_interleave(views, dim=0)
+            prior = self.prior_projection(guidance_hidden_states)
 
         hidden_states = self.vit.embeddings(self._cast(main_input))
-        if hidden_states.shape[0] != prior.shape[0]:
-            hidden_states = hidden_states.repeat_interleave(prior.shape[0] // hidden_states.shape[0], dim=0)
+        if config.main_stream == "semantic" and views > 1:
+            hidden_states = hidden_states.repeat_interleave(views, dim=0)
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for index, layer in enumerate(self.vit.layers):
@@ -245,34 +256,32 @@ class GLIAModel(GLIAPreTrainedModel):
     def _stream_inputs(self, pixel_values, fragment_values) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Check the inputs and return (main-stream input, guidance-stream input, number of fragment views)."""
         config = self.config
-        needed = {config.main_stream, config.guidance_stream}
+        needed = {config.main_stream, config.guidance_stream} if self.uses_prior else {config.main_stream}
         if "semantic" in needed and pixel_values is None:
             raise ValueError("pixel_values (the resized whole images) are required by this configuration.")
         if "detail" in needed and fragment_values is None:
             raise ValueError("fragment_values (the tiled fragments) are required by this configuration.")
         if pixel_values is not None and pixel_values.ndim != 4:
             raise ValueError(f"pixel_values must have shape (B, 3, H, W), got {tuple(pixel_values.shape)}.")
-        views = 1
-        if fragment_values is not None:
-            if fragment_values.ndim == 5:
-                views = fragment_values.shape[1]
-                fragments = fragment_values.flatten(0, 1)
-            elif fragment_values.ndim == 4:
-                fragments = fragment_values
-            else:
-                raise ValueError(
-                    f"fragment_values must have shape (B, 3, h, w) or (B, K, 3, h, w), got {tuple(fragment_values.shape)}."
-                )
-            if pixel_values is not None and fragment_values.shape[0] != pixel_values.shape[0]:
-                raise ValueError(
-                    f"pixel_values and fragment_values hold different numbers of images: {pixel_values.shape[0]} and "
-                    f"{fragment_values.shape[0]}."
-                )
-        if pixel_values is not None and pixel_values.shape[0] == 0 or fragment_values is not None and fragment_values.shape[0] == 0:
+        if fragment_values is not None and fragment_values.ndim not in (4, 5):
+            raise ValueError(
+                f"fragment_values must have shape (B, 3, h, w) or (B, K, 3, h, w), got {tuple(fragment_values.shape)}."
+            )
+        if pixel_values is not None and fragment_values is not None and len(pixel_values) != len(fragment_values):
+            raise ValueError(
+                "pixel_values and fragment_values hold different numbers of images: "
+                f"{len(pixel_values)} and {len(fragment_values)}."
+            )
+        if any(values is not None and len(values) == 0 for values in (pixel_values, fragment_values)):
             raise ValueError("Received an empty batch.")
-        streams = {"semantic": pixel_values, "detail": fragments if fragment_values is not None else None}
+
+        views = 1
+        fragments = fragment_values
+        if fragment_values is not None and fragment_values.ndim == 5:
+            views, fragments = fragment_values.shape[1], fragment_values.flatten(0, 1)
         if "detail" not in needed:
             views = 1
+        streams = {"semantic": pixel_values, "detail": fragments}
         return streams[config.main_stream], streams[config.guidance_stream], views
 
     @staticmethod

@@ -298,3 +298,15 @@ def test_config_is_plain_json(tmp_path):
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "glia" and saved["backbone_config"]["hidden_size"] == 32
     assert isinstance(GLIAConfig.from_pretrained(tmp_path).backbone_config, ViTConfig)
+
+
+@pytest.mark.parametrize("main_stream", ["detail", "semantic"])
+def test_without_glia_blocks_the_model_is_a_plain_vit_with_a_head(main_stream):
+    model = tiny_model(glia_layers=[], main_stream=main_stream).eval()
+    assert model.glia.uses_prior is False
+    inputs = random_inputs()
+    stream = inputs["fragment_values" if main_stream == "detail" else "pixel_values"]
+    with torch.no_grad():
+        plain = model.glia.vit(pixel_values=stream).last_hidden_state[:, 0]
+        torch.testing.assert_close(model(**{"pixel_values" if main_stream == "semantic" else "fragment_values": stream}).normalized_score,
+                                   model.regressor(plain).squeeze(-1))
