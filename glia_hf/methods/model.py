@@ -1,0 +1,316 @@
+"""Build, count, export and reload the fine-tuning methods of paper Table 6 on `GLIAForImageQualityAssessment`.
+
+Every method returns the same model class with the same `forward`; what differs is which parameters exist and which
+of them train. The baselines (`linear_probe`, `full_finetune`, `lora`, `adapter`, `vpt`) have no GLIA block: the model
+is then a plain ViT on the main stream with a dropout + linear head on its CLS token, and the guidance pass is skipped.
+"""
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import ViTConfig
+
+from ..configuration_glia import GLIAConfig
+from ..modeling_glia import GLIAForImageQualityAssessment
+from .config import (
+    AdapterMethodConfig,
+    LoraMethodConfig,
+    VPTMethodConfig,
+    check_method,
+    options_to_dict,
+    parse_method_options,
+)
+from .layer import BottleneckAdapter, ParallelAdapter, PromptedViTLayer, SequentialAdapter, vpt_init_bound
+
+
+CHECKPOINT_CONFIG_NAME = "glia_method.json"
+CHECKPOINT_WEIGHTS_NAME = "glia_method.safetensors"
+CHECKPOINT_FORMAT_VERSION = 1
+
+_ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def _forced_glia_options(method: str) -> dict[str, Any]:
+    """GLIAConfig settings that a method fixes: the baselines have no GLIA block; only full fine-tuning trains the ViT."""
+    if method == "glia":
+        return {}
+    return {"glia_layers": [], "freeze_backbone": method != "full_finetune"}
+
+
+def build_model(
+    method: str,
+    backbone: str | os.PathLike | ViTConfig,
+    method_options: dict[str, Any] | None = None,
+    **glia_options,
+) -> GLIAForImageQualityAssessment:
+    """Build a `GLIAForImageQualityAssessment` set up for one fine-tuning method.
+
+    Args:
+        method: one of `METHODS`:
+            - `"glia"`: GLIANet itself, exactly as [`GLIAForImageQualityAssessment.from_backbone`] builds it (its
+              ablations are `glia_options`, e.g. `use_glr=False`, `main_stream="semantic"`);
+            - `"linear_probe"`: frozen ViT, only the head trains;
+            - `"full_finetune"`: the whole ViT and the head train;
+            - `"lora"`: peft LoRA on the ViT's attention projections (see `LoraMethodConfig`) plus the head;
+            - `"adapter"`: Houlsby or AdaptFormer bottleneck adapters (see `AdapterMethodConfig`) plus the head;
+            - `"vpt"`: deep visual prompts (see `VPTMethodConfig`) plus the head.
+        backbone: a Hub id or a local directory of a `ViTModel`-family checkpoint, or a `ViTConfig` for a random ViT.
+        method_options: the method's hyper-parameters as a dict (or its dataclass); `None` for the defaults. Only
+            `lora`, `adapter` and `vpt` take any.
+        glia_options: [`GLIAConfig`] arguments (score range, `main_stream`, `loss`, `head_dropout`, ...). For the
+            baselines `glia_layers` and `freeze_backbone` are fixed by the method; passing another value is an error.
+
+    Returns:
+        The model, whose ViT is frozen except for `full_finetune`, and whose only trainable parameters are the
+        method's own new ones plus the head (and the ViT for `full_finetune`; the GLIA blocks and prior projection for
+        `glia`). The method and its resolved options are kept on it as `model.glia_method` and
+        `model.glia_method_options`.
+    """
+    check_method(method)
+    options = parse_method_options(method, method_options)
+    for key, value in _forced_glia_options(method).items():
+        if key in glia_options and glia_options[key] != value:
+            raise ValueError(f"Method {method!r} sets {key}={value!r}; got {key}={glia_options[key]!r}.")
+        glia_options[key] = value
+    model = GLIAForImageQualityAssessment.from_backbone(backbone, **glia_options)
+    return apply_method(model, method, options)
+
+
+def apply_method(model: GLIAForImageQualityAssessment, method: str, method_options=None) -> GLIAForImageQualityAssessment:
+    """Add a method's modules to a freshly built model (in place) and set which parameters train.
+
+    The model's configuration must already match the method (`build_model` sees to it): no GLIA block for the
+    baselines, a frozen backbone for all but `full_finetune`.
+    """
+    check_method(method)
+    options = parse_method_options(method, method_options)
+    config = model.config
+    expected = _forced_glia_options(method)
+    actual = {"glia_layers": list(config.glia_layers), "freeze_backbone": config.freeze_backbone}
+    mismatch = {key: actual[key] for key, value in expected.items() if actual[key] != value}
+    if mismatch:
+        raise ValueError(f"Method {method!r} needs a model with {expected}, this one has {mismatch}.")
+    if method == "lora":
+        _inject_lora(model, options)
+    elif method == "adapter":
+        _add_adapters(model, options)
+    elif method == "vpt":
+        _add_prompts(model, options)
+    set_trainable(model, method)
+    model.glia_method = method
+    model.glia_method_options = options_to_dict(options)
+    return model
+
+
+def set_trainable(model: GLIAForImageQualityAssessment, method: str) -> None:
+    """Set `requires_grad` on every parameter as the method wants it (the ViT stays frozen unless fully fine-tuned).
+
+    `glia` keeps what the model itself set (GLIA blocks, prior projection and head train). The baselines freeze the
+    unused prior projection too, so that it is neither counted nor handed to the optimiser.
+    """
+    check_method(method)
+    if method == "glia":
+        model.glia.freeze_backbone()
+        return
+    model.requires_grad_(False)
+    model.regressor.requires_grad_(True)
+    if method == "full_finetune":
+        model.glia.vit.requires_grad_(True)
+    elif method == "lora":
+        for name, parameter in model.glia.vit.named_parameters():
+            if "lora_" in name:
+                parameter.requires_grad_(True)
+    elif method == "adapter":
+        for module in model.glia.vit.modules():
+            if isinstance(module, BottleneckAdapter):
+                module.requires_grad_(True)
+            elif isinstance(module, ParallelAdapter) and isinstance(module.adapter_scale, nn.Parameter):
+                module.adapter_scale.requires_grad_(True)
+    elif method == "vpt":
+        for module in model.glia.vit.modules():
+            if isinstance(module, PromptedViTLayer):
+                module.prompts.requires_grad_(True)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """Return `(trainable, total)` numbers of parameter elements (trainable = `requires_grad`)."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def _chosen_layers(model: GLIAForImageQualityAssessment, layers: list[int] | None, method: str) -> list[int]:
+    num_layers = len(model.glia.vit.layers)
+    if layers is None:
+        return list(range(num_layers))
+    bad = [index for index in layers if not 0 <= index < num_layers]
+    if bad or not layers:
+        raise ValueError(f"{method}: layers {bad or '[]'} are not blocks of a {num_layers}-block backbone.")
+    return list(layers)
+
+
+def _lora_target_regex(targets) -> str:
+    attention = [name for name in targets if name in _ATTENTION_PROJECTIONS]
+    mlp = [name for name in targets if name not in _ATTENTION_PROJECTIONS]
+    parts = []
+    if attention:
+        parts.append(r"attention\.(?:" + "|".join(attention) + ")")
+    if mlp:
+        parts.append(r"mlp\.(?:" + "|".join(mlp) + ")")
+    return r"glia\.vit\.layers\.\d+\.(?:" + "|".join(parts) + ")"
+
+
+def _inject_lora(model: GLIAForImageQualityAssessment, options: LoraMethodConfig) -> None:
+    from peft import LoraConfig, inject_adapter_in_model
+
+    lora_config = LoraConfig(
+        r=options.r,
+        lora_alpha=options.alpha,
+        lora_dropout=options.dropout,
+        target_modules=_lora_target_regex(options.target_modules),
+        bias="none",
+    )
+    inject_adapter_in_model(lora_config, model)
+
+
+def _add_adapters(model: GLIAForImageQualityAssessment, options: AdapterMethodConfig) -> None:
+    hidden_size = model.config.backbone_config.hidden_size
+    for index in _chosen_layers(model, options.layers, "adapter"):
+        layer = model.glia.vit.layers[index]
+        if options.adapter_type == "houlsby":
+            attention = layer.attention
+            attention.o_proj = SequentialAdapter(
+                attention.o_proj, BottleneckAdapter(hidden_size, options.bottleneck, "gelu", options.dropout)
+            )
+            layer.mlp.fc2 = SequentialAdapter(
+                layer.mlp.fc2, BottleneckAdapter(hidden_size, options.bottleneck, "gelu", options.dropout)
+            )
+        else:
+            layer.mlp = ParallelAdapter(
+                layer.mlp,
+                BottleneckAdapter(hidden_size, options.bottleneck, "relu", options.dropout),
+                options.scale,
+                options.learnable_scale,
+            )
+
+
+def _add_prompts(model: GLIAForImageQualityAssessment, options: VPTMethodConfig) -> None:
+    backbone = model.config.backbone_config
+    patch = backbone.patch_size
+    patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
+    bound = vpt_init_bound(patch, backbone.hidden_size, backbone.num_channels)
+    layers = model.glia.vit.layers
+    for index in _chosen_layers(model, options.layers, "vpt"):
+        layers[index] = PromptedViTLayer(layers[index], options.num_prompts, backbone.hidden_size, bound, options.dropout)
+
+
+def merge_for_export(model: GLIAForImageQualityAssessment) -> GLIAForImageQualityAssessment:
+    """Return a plain `GLIAForImageQualityAssessment` ready for `save_pretrained` / `push_to_hub`.
+
+    For `lora` the low-rank updates are added into the ViT's weights and the LoRA layers are replaced by the plain
+    linear layers, in place: the scores do not change, and the saved directory loads through `AutoModel` with remote
+    code like any other GLIANet checkpoint. `glia`, `linear_probe` and `full_finetune` models are returned as they
+    are. Adapters and prompts cannot be merged into the ViT: save those with `save_method_checkpoint`.
+    """
+    method = getattr(model, "glia_method", None)
+    if method in ("adapter", "vpt") or _has_wrappers(model):
+        raise ValueError(
+            f"A {method or 'adapter/vpt'} model cannot be merged into a plain ViT; "
+            "save it with glia_hf.methods.save_method_checkpoint and reload it with load_method_checkpoint."
+        )
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    lora_layers = [(name, module) for name, module in model.named_modules() if isinstance(module, BaseTunerLayer)]
+    for name, module in lora_layers:
+        module.merge()
+        parent_name, _, child_name = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child_name, module.get_base_layer())
+    if hasattr(model, "peft_config"):
+        del model.peft_config
+    if lora_layers or method == "lora":
+        model.glia_method, model.glia_method_options = "linear_probe", {}
+        set_trainable(model, "linear_probe")
+    return model
+
+
+def _has_wrappers(model: nn.Module) -> bool:
+    return any(isinstance(m, (SequentialAdapter, ParallelAdapter, PromptedViTLayer)) for m in model.modules())
+
+
+def save_method_checkpoint(
+    model: GLIAForImageQualityAssessment,
+    method: str,
+    method_options: dict[str, Any] | None,
+    save_directory: str | os.PathLike,
+) -> Path:
+    """Save any method's model as `glia_method.json` (method, options, GLIAConfig) + `glia_method.safetensors`.
+
+    This is the export of `adapter` and `vpt` models, whose extra modules have no place in a plain GLIANet: the
+    directory reloads with [`load_method_checkpoint`] (which needs `glia_hf` installed), not with `AutoModel` (there
+    is deliberately no `config.json`, so `AutoModel` refuses it rather than loading a model without its adapters).
+    Nothing is pickled. An image processor may be saved into the same directory beside it.
+
+    Args:
+        model: a model from [`build_model`].
+        method: the method it was built with.
+        method_options: its options; `None` takes those recorded on the model by `build_model` (or the defaults).
+        save_directory: created if missing.
+    """
+    check_method(method)
+    recorded = getattr(model, "glia_method", None)
+    if recorded is not None and recorded != method:
+        raise ValueError(f"The model was built for method {recorded!r}, not {method!r}.")
+    if method_options is None:
+        method_options = getattr(model, "glia_method_options", None)
+    options = options_to_dict(parse_method_options(method, method_options))
+    directory = Path(save_directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state_dict = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    save_file(state_dict, directory / CHECKPOINT_WEIGHTS_NAME, metadata={"format": "pt", "glia_method": method})
+    record = {
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "method": method,
+        "method_options": options,
+        "config": model.config.to_dict(),
+    }
+    (directory / CHECKPOINT_CONFIG_NAME).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return directory
+
+
+def load_method_checkpoint(save_directory: str | os.PathLike) -> GLIAForImageQualityAssessment:
+    """Rebuild a model saved by [`save_method_checkpoint`]: same method, options, configuration and weights.
+
+    The ViT is rebuilt from the stored configuration (nothing is downloaded), every weight must match, and the
+    parameters that train are set again as the method wants them.
+    """
+    directory = Path(save_directory)
+    record_path = directory / CHECKPOINT_CONFIG_NAME
+    if not record_path.is_file():
+        raise FileNotFoundError(f"{directory} holds no {CHECKPOINT_CONFIG_NAME}: not a glia_hf.methods checkpoint.")
+    record = json.loads(record_path.read_text())
+    if record.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+        raise ValueError(f"Unsupported checkpoint format {record.get('format_version')!r} in {record_path}.")
+    method = record["method"]
+    config = GLIAConfig.from_dict(record["config"])
+    model = GLIAForImageQualityAssessment(config)
+    apply_method(model, method, record["method_options"] or None)
+    model.load_state_dict(load_file(directory / CHECKPOINT_WEIGHTS_NAME), strict=True)
+    set_trainable(model, method)
+    return model
+
+
+__all__ = [
+    "apply_method",
+    "build_model",
+    "count_parameters",
+    "load_method_checkpoint",
+    "merge_for_export",
+    "save_method_checkpoint",
+    "set_trainable",
+]
