@@ -127,3 +127,33 @@ def test_run_gmad_and_cli_with_fake_scorers(tmp_path, monkeypatch, capsys):
     empty.mkdir()
     assert gmad.main(["--model-a", "dirA", "--model-b", "dirB", "--images", str(empty),
                       "--out", str(tmp_path / "e.png")]) == 2
+
+
+def test_cli_with_real_tiny_glia_models(tmp_path, capsys):
+    """End to end through load_scorer: two tiny random GLIA models saved to folders."""
+    import torch
+
+    from glia_hf import GLIAConfig, GLIAForImageQualityAssessment, GLIAImageProcessor
+    from tests.conftest import tiny_vit_config
+
+    for seed, name in [(0, "model_a"), (1, "model_b")]:
+        torch.manual_seed(seed)
+        model = GLIAForImageQualityAssessment(GLIAConfig(backbone_config=tiny_vit_config(), latent_dim=16))
+        model.save_pretrained(tmp_path / name)
+        GLIAImageProcessor().save_pretrained(tmp_path / name)
+    _make_pool(tmp_path / "pool", n=5)
+    score = gmad.load_scorer(tmp_path / "model_a", batch_size=2)
+    paths = list_images(tmp_path / "pool")
+    batched = score(paths)  # batches of 2, 2 and 1
+    assert batched.shape == (5,) and np.all(np.isfinite(batched))
+    np.testing.assert_allclose(batched[4:], score(paths[4:]), atol=1e-5)
+    with pytest.raises(ValueError, match="cannot read image .*notes.txt"):
+        score([tmp_path / "pool" / "notes.txt"])
+
+    rc = gmad.main(["--model-a", str(tmp_path / "model_a"), "--model-b", str(tmp_path / "model_b"),
+                    "--images", str(tmp_path / "pool"), "--out", str(tmp_path / "sheet.png"),
+                    "--tolerance", "0.5", "--batch-size", "8"])
+    assert rc == 0
+    with Image.open(tmp_path / "sheet.png") as img:
+        assert img.size[0] > 200 and img.size[1] > 200
+    assert json.loads((tmp_path / "sheet.json").read_text())["names"] == ["model_a", "model_b"]
