@@ -1,0 +1,508 @@
+"""The training configuration: dataclasses with defaults, read from YAML, overridden from the command line.
+
+A config file has the sections below (every key optional; anything not given keeps its default)::
+
+    data:          which data set, which splits, which part of the training split, cross-data-set test set
+    model:         method, backbone (Hub id, local directory, or a dict of ViTConfig fields), GLIA and method options
+    optim:         LoDa's recipe by default: AdamW 3e-4, weight decay 1e-2, cosine to 0, 10 epochs, batch 128, seed 3407
+    augmentation:  random horizontal / vertical flips, random fragment offsets
+    eval:          test-time views and their seed
+    output:        run directory, checkpointing, trackers
+    hub:           push the trained model to the Hugging Face Hub
+
+Command-line overrides use dotted keys, ``--optim.lr 1e-4 --data.splits [0,1,2] --model.glia.use_glr false``. A value
+is read as YAML and then converted to the type of the field it sets, so ``1e-4`` is a float even though YAML 1.1
+would read it as a string. An unknown key, in a file or on the command line, is an error that names the key and
+the closest known one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import yaml
+
+
+METHODS = ("glia", "linear_probe", "full_finetune", "lora", "adapter", "vpt")
+TRACKERS = ("csv", "tensorboard")
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+SCHEDULERS = ("cosine", "constant")
+
+
+class ConfigError(ValueError):
+    """A configuration problem: an unknown key, a value of the wrong type, or a value out of range."""
+
+
+@dataclass
+class DataConfig:
+    """Which images train and test each model.
+
+    Attributes:
+        dataset: a name understood by ``glia_hf.data.load_iqa_dataset`` (``builtin``, ``koniq10k``, ``kadid10k``,
+            ``livec``, ``live``, ``csiq``, ``tid2013``, ``spaq``, ``flive``, ``csv``, ``pyiqa``).
+        data_dir: the unpacked release folder (for ``csv`` the CSV file; for ``builtin`` where to build/cache it).
+        dataset_options: extra keyword arguments of the reader, e.g. ``{score_column: MOS_zscore}`` for KonIQ-10k.
+        splits_file: the JSON file of the seeded train/test splits. Created on first use (every method that points at
+            the same file then sees the same splits). Default: ``splits.json`` inside the run directory.
+        num_splits, split_seed, train_ratio: how the splits file is made when it does not exist yet (10, 3407, 0.8).
+        splits: which splits to run: one index, a list of indices, or ``"all"``.
+        train_fraction: train on a nested subset of each training split (paper Table 3: 0.2, 0.4, 0.6). ``null``:
+            the whole training split.
+        test_dataset, test_data_dir, test_dataset_options: a second data set on which each split's model is also
+            tested, whole (paper Table 2, cross-data-set). ``null``: none.
+        num_workers: DataLoader worker processes per training process.
+    """
+
+    dataset: str = "builtin"
+    data_dir: Optional[str] = None
+    dataset_options: Dict[str, Any] = field(default_factory=dict)
+    splits_file: Optional[str] = None
+    num_splits: int = 10
+    split_seed: int = 3407
+    train_ratio: float = 0.8
+    splits: Union[int, List[int], str] = "all"
+    train_fraction: Optional[float] = None
+    test_dataset: Optional[str] = None
+    test_data_dir: Optional[str] = None
+    test_dataset_options: Dict[str, Any] = field(default_factory=dict)
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """What is trained.
+
+    Attributes:
+        method: ``glia`` or a baseline of paper Table 6: ``linear_probe``, ``full_finetune``, ``lora``, ``adapter``,
+            ``vpt``.
+        backbone: a Hub id or local directory of a ViT checkpoint, or a dict of ``ViTConfig`` fields for a randomly
+            initialised ViT (offline runs; the results are then labelled as such).
+        glia: ``GLIAConfig`` options, e.g. ``{latent_dim: 64, use_glr: false, main_stream: semantic}``. The score
+            range and the loss are filled in by the trainer (from the data set and ``optim.loss``).
+        method_options: options of the baseline method (e.g. LoRA rank), passed to ``glia_hf.methods.build_model``.
+        image_mean, image_std: normalisation of the backbone; default: its ``preprocessor_config.json``, else 0.5.
+    """
+
+    method: str = "glia"
+    backbone: Union[str, Dict[str, Any]] = "google/vit-base-patch16-224"
+    glia: Dict[str, Any] = field(default_factory=dict)
+    method_options: Dict[str, Any] = field(default_factory=dict)
+    image_mean: Optional[List[float]] = None
+    image_std: Optional[List[float]] = None
+
+
+@dataclass
+class OptimConfig:
+    """The optimisation recipe. Defaults: LoDa's public configs (the paper trains "with the same settings as LoDa").
+
+    Attributes:
+        lr, weight_decay, betas, eps: AdamW over the trainable parameters only.
+        scheduler: ``cosine`` (to 0 at the last optimiser step, stepped every step) or ``constant``.
+        warmup_steps, warmup_ratio: linear warm-up length in optimiser steps, or as a share of all steps.
+        epochs: passes over the training split.
+        batch_size: images per optimiser step, summed over all processes and accumulation steps. Each process sees
+            ``batch_size / (num_processes * gradient_accumulation_steps)`` images per forward pass; the PLCC loss is
+            computed over those.
+        gradient_accumulation_steps: forward/backward passes per optimiser step.
+        drop_last: drop the last incomplete batch of each epoch (a PLCC over a handful of images is noisy).
+        seed: seeds the model initialisation, the shuffling and the augmentations.
+        loss: ``plcc`` (LoDa), ``mse`` or ``l1``, on labels normalised to [0, 1].
+        max_grad_norm: clip gradients to this norm; ``null``: no clipping.
+        mixed_precision: ``auto`` (bf16 on a GPU that supports it, else none), ``no``, ``fp16``, ``bf16``.
+    """
+
+    lr: float = 3e-4
+    weight_decay: float = 1e-2
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    scheduler: str = "cosine"
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0
+    epochs: int = 10
+    batch_size: int = 128
+    gradient_accumulation_steps: int = 1
+    drop_last: bool = True
+    seed: int = 3407
+    loss: str = "plcc"
+    max_grad_norm: Optional[float] = None
+    mixed_precision: str = "auto"
+
+
+@dataclass
+class AugmentationConfig:
+    """Training-time augmentation (none at test time).
+
+    Attributes:
+        hflip, vflip: probabilities of a horizontal and of a vertical flip of the whole image (LoDa: 0.5 each).
+        random_offsets: draw the fragment offsets at random in each cell (else centred, as in evaluation).
+    """
+
+    hflip: float = 0.5
+    vflip: float = 0.5
+    random_offsets: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Test-time scoring.
+
+    Attributes:
+        num_views: fragment views per test image, whose scores are averaged (LoDa averages 15 crops).
+        seed: seed of the views' random offsets; the same seed gives the same views and the same predictions.
+        batch_size: test images per forward pass (each with ``num_views`` views), over all processes.
+        logistic: also report PLCC after the 4-parameter logistic fit (``plcc_logistic4``).
+    """
+
+    num_views: int = 15
+    seed: int = 3407
+    batch_size: int = 16
+    logistic: bool = False
+
+
+@dataclass
+class OutputConfig:
+    """Where results go.
+
+    Attributes:
+        dir: the run directory; ``{dataset}``, ``{method}`` and ``{run_name}`` are filled in.
+        run_name: a free name for trackers and the model card (default: the run directory's name).
+        save_state_every_epoch: save the full training state (model, optimiser, scheduler, RNG) after every epoch so
+            that ``--resume`` can continue an interrupted run.
+        keep_states: how many epoch states of the running split to keep (older ones are deleted).
+        keep_final_state: keep the last state of a finished split (default: delete it; the model is saved anyway).
+        trackers: ``csv`` and/or ``tensorboard`` (skipped with a warning when not installed).
+        log_every: log the training loss every this many optimiser steps.
+        save_model: save each split's trained model as a Hub-ready directory.
+        plots: write a scatter plot PNG per split.
+        overwrite: allow a run directory that already holds a run (without ``--resume``); its results are replaced.
+    """
+
+    dir: str = "runs/{dataset}-{method}"
+    run_name: Optional[str] = None
+    save_state_every_epoch: bool = True
+    keep_states: int = 1
+    keep_final_state: bool = False
+    trackers: List[str] = field(default_factory=lambda: ["csv", "tensorboard"])
+    log_every: int = 10
+    save_model: bool = True
+    plots: bool = True
+    overwrite: bool = False
+
+
+@dataclass
+class HubConfig:
+    """Pushing a trained model to the Hugging Face Hub.
+
+    Attributes:
+        push_to_hub: push one split's saved model directory (model, processor, remote code, model card).
+        hub_model_id: the repository, ``user/name``.
+        private: create the repository private if it does not exist (default: private, so nothing is published by
+            accident).
+        split: which split's model to push; default: the first split of the run.
+    """
+
+    push_to_hub: bool = False
+    hub_model_id: Optional[str] = None
+    private: bool = True
+    split: Optional[int] = None
+
+
+@dataclass
+class TrainConfig:
+    """The whole configuration of one training run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def run_dir(self) -> Path:
+        """The run directory, with ``{dataset}``, ``{method}`` and ``{run_name}`` filled in."""
+        text = self.output.dir.format(
+            dataset=self.data.dataset, method=self.model.method, run_name=self.output.run_name or "run"
+        )
+        return Path(text).expanduser()
+
+    def validate(self) -> "TrainConfig":
+        """Check ranges and choices; raise :class:`ConfigError` naming the first bad field."""
+        d, m, o, a, e, out, hub = self.data, self.model, self.optim, self.augmentation, self.eval, self.output, self.hub
+        _choice("model.method", m.method, METHODS)
+        _choice("optim.scheduler", o.scheduler, SCHEDULERS)
+        _choice("optim.mixed_precision", o.mixed_precision, MIXED_PRECISION)
+        _choice("optim.loss", o.loss, ("plcc", "mse", "l1"))
+        for name in out.trackers:
+            _choice("output.trackers", name, TRACKERS)
+        if isinstance(d.splits, str) and d.splits != "all":
+            raise ConfigError(f"data.splits must be an index, a list of indices or 'all', got {d.splits!r}")
+        for index in self.split_indices(d.num_splits) if not isinstance(d.splits, str) else []:
+            if index < 0:
+                raise ConfigError(f"data.splits holds a negative index {index}")
+        if d.train_fraction is not None and not 0 < d.train_fraction <= 1:
+            raise ConfigError(f"data.train_fraction must lie in (0, 1], got {d.train_fraction}")
+        if not 0 < d.train_ratio < 1:
+            raise ConfigError(f"data.train_ratio must lie in (0, 1), got {d.train_ratio}")
+        _positive("data.num_splits", d.num_splits)
+        if d.num_workers < 0:
+            raise ConfigError("data.num_workers must be >= 0")
+        if not isinstance(m.backbone, (str, dict)):
+            raise ConfigError("model.backbone must be a Hub id / directory or a dict of ViTConfig fields")
+        for key in ("score_min", "score_max", "loss"):
+            if key in m.glia:
+                raise ConfigError(
+                    f"model.glia.{key} is set by the trainer (score range from the data set, loss from optim.loss); "
+                    "remove it"
+                )
+        for name in ("lr", "epochs", "batch_size", "gradient_accumulation_steps"):
+            _positive(f"optim.{name}", getattr(o, name))
+        if o.weight_decay < 0 or o.warmup_steps < 0 or not 0 <= o.warmup_ratio < 1:
+            raise ConfigError("optim.weight_decay and optim.warmup_steps must be >= 0, optim.warmup_ratio in [0, 1)")
+        if len(o.betas) != 2:
+            raise ConfigError(f"optim.betas must hold two numbers, got {o.betas}")
+        if o.batch_size % o.gradient_accumulation_steps:
+            raise ConfigError(
+                f"optim.batch_size ({o.batch_size}) must be divisible by optim.gradient_accumulation_steps "
+                f"({o.gradient_accumulation_steps})"
+            )
+        for name in ("hflip", "vflip"):
+            if not 0 <= getattr(a, name) <= 1:
+                raise ConfigError(f"augmentation.{name} is a probability, got {getattr(a, name)}")
+        _positive("eval.num_views", e.num_views)
+        _positive("eval.batch_size", e.batch_size)
+        _positive("output.keep_states", out.keep_states)
+        _positive("output.log_every", out.log_every)
+        if hub.push_to_hub and not hub.hub_model_id:
+            raise ConfigError("hub.push_to_hub needs hub.hub_model_id (e.g. --hub_model_id user/glia-koniq10k)")
+        return self
+
+    def split_indices(self, available: int) -> List[int]:
+        """The split indices to run, given how many splits the splits file holds."""
+        chosen = self.data.splits
+        if chosen == "all":
+            return list(range(available))
+        indices = [chosen] if isinstance(chosen, int) else list(chosen)
+        bad = [i for i in indices if not 0 <= i < available]
+        if bad:
+            raise ConfigError(f"data.splits {bad} out of range: the splits file holds {available} splits")
+        if len(set(indices)) != len(indices):
+            raise ConfigError(f"data.splits lists a split twice: {indices}")
+        return indices
+
+
+def _choice(name: str, value: Any, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+def _positive(name: str, value) -> None:
+    if value is None or value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+
+
+# ------------------------------------------------------------------------------------------- reading and merging
+
+
+def _hints(cls) -> Dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert a YAML value to the declared type of a field, or raise a ConfigError naming the key."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin is Union:
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        # Try the more specific types first so that "3" becomes 3 for Union[int, List[int], str].
+        for option in sorted((a for a in args if a is not type(None)), key=lambda a: a is str):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(f"{key}: cannot use {value!r} ({'; '.join(errors)})")
+    if value is None:
+        raise ConfigError(f"{key} cannot be null")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if annotation is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return str(value)
+    if origin in (list, List):
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(item, args[0] if args else Any, f"{key}[{i}]") for i, item in enumerate(value)]
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    raise ConfigError(f"{key}: unsupported field type {annotation}")
+
+
+def _unknown_key(key: str, known) -> ConfigError:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(known), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"Unknown config key {key!r}.{hint} Known keys here: {sorted(known)}")
+
+
+def _apply(section_obj, values: Dict[str, Any], prefix: str) -> None:
+    hints = _hints(type(section_obj))
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in hints:
+            raise _unknown_key(dotted, hints)
+        setattr(section_obj, key, _coerce(value, hints[key], dotted))
+
+
+def config_from_dict(values: Optional[Dict[str, Any]]) -> TrainConfig:
+    """Build a validated :class:`TrainConfig` from nested dicts (a parsed YAML file)."""
+    config = TrainConfig()
+    values = values or {}
+    if not isinstance(values, dict):
+        raise ConfigError("a config file must hold a mapping of sections (data, model, optim, ...)")
+    sections = _hints(TrainConfig)
+    for section, content in values.items():
+        if section not in sections:
+            raise _unknown_key(section, sections)
+        if content is None:
+            continue
+        if not isinstance(content, dict):
+            raise ConfigError(f"section {section!r} must be a mapping, got {content!r}")
+        _apply(getattr(config, section), content, f"{section}.")
+    return config.validate()
+
+
+def load_config(path: Optional[Union[str, Path]], overrides: Optional[List[str]] = None) -> TrainConfig:
+    """Read a YAML config (or start from the defaults when ``path`` is None) and apply ``--a.b value`` overrides."""
+    values: Dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        values = yaml.safe_load(path.read_text()) or {}
+    for dotted, value in parse_overrides(overrides or []):
+        set_dotted(values, dotted, value)
+    return config_from_dict(values)
+
+
+def parse_overrides(arguments: List[str]) -> List[tuple]:
+    """Turn ``["--optim.lr", "1e-4", "--data.splits=[0,1]"]`` into ``[("optim.lr", "1e-4"), ("data.splits", [0, 1])]``.
+
+    Values are parsed as YAML (lists, booleans, null); a flag without a value is ``true``.
+    """
+    pairs = []
+    i = 0
+    while i < len(arguments):
+        argument = arguments[i]
+        if not argument.startswith("--") or len(argument) == 2:
+            raise ConfigError(f"expected an option --section.key, got {argument!r}")
+        key = argument[2:]
+        if "=" in key:
+            key, raw = key.split("=", 1)
+            i += 1
+        elif i + 1 < len(arguments) and not (arguments[i + 1].startswith("--") and len(arguments[i + 1]) > 2):
+            raw = arguments[i + 1]
+            i += 2
+        else:
+            raw = "true"
+            i += 1
+        if "." not in key:
+            raise ConfigError(f"override --{key} needs a section, e.g. --optim.{key} (sections: {list(_hints(TrainConfig))})")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        pairs.append((key, value))
+    return pairs
+
+
+def set_dotted(values: Dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``values["a"]["b"]["c"] = value`` for ``"a.b.c"``; keys inside dict fields (``model.glia.x``) work too."""
+    parts = dotted.split(".")
+    target = values
+    for part in parts[:-1]:
+        existing = target.get(part)
+        if existing is None:
+            existing = target[part] = {}
+        if not isinstance(existing, dict):
+            raise ConfigError(f"cannot set {dotted!r}: {part!r} is not a section or mapping")
+        target = existing
+    target[parts[-1]] = value
+
+
+def flat_config(config: TrainConfig) -> Dict[str, Any]:
+    """The config as ``{"optim.lr": 0.0003, ...}`` with only str/int/float/bool values (for trackers' hparams)."""
+    flat: Dict[str, Any] = {}
+
+    def visit(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, inner in value.items():
+                visit(f"{prefix}.{key}" if prefix else str(key), inner)
+        elif isinstance(value, (str, int, float, bool)):
+            flat[prefix] = value
+        else:
+            flat[prefix] = str(value)
+
+    visit("", config.to_dict())
+    return flat
+
+
+__all__ = [
+    "AugmentationConfig",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "HubConfig",
+    "METHODS",
+    "ModelConfig",
+    "OptimConfig",
+    "OutputConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "flat_config",
+    "load_config",
+    "parse_overrides",
+    "set_dotted",
+]

@@ -1,0 +1,1027 @@
+"""The one training loop of GLIA-HF: GLIANet and every fine-tuning baseline, on one CPU, one GPU or many.
+
+    accelerate launch training/train.py --config training/configs/quickstart.yaml
+    accelerate launch training/train.py --config training/configs/koniq10k.yaml --data.data_dir /data/koniq10k
+    accelerate launch training/train.py --config training/configs/koniq10k.yaml --model.method lora --data.splits 0
+    accelerate launch training/train.py --config ... --resume                  # continue an interrupted run
+    accelerate launch training/train.py --config ... --push_to_hub --hub_model_id user/glia-koniq10k
+
+What one run does, per split of the seeded split file (``data.splits``: one, a list, or all ten):
+
+1. builds the model with ``glia_hf.methods.build_model`` (the score range of the data set goes into its config)
+   and an AdamW optimiser over its trainable parameters only, with a per-step cosine schedule;
+2. trains for ``optim.epochs`` epochs on the split's training part (random flips, random fragment offsets), with
+   Accelerate taking care of devices, mixed precision, gradient accumulation and data-parallel sharding, and saves
+   the full training state after every epoch (``checkpoints/split-K/epoch-E``);
+3. scores the split's test part, averaging ``eval.num_views`` fragment draws per image under a fixed seed, gathers
+   the predictions of all processes, and writes ``split-K/predictions.csv``, ``split-K/scatter.png``,
+   ``split-K/result.json`` and the trained model as a Hub-ready directory ``split-K/model``.
+
+At the end it writes ``results.json`` (per-split metrics; median, mean and std over the splits; trainable
+parameters; wall time; the config), ``results.md`` / ``results.csv`` (the table), and pushes one split's model to
+the Hub when asked. ``--resume`` skips finished splits, reloads the newest epoch state of the running one
+(model, optimiser, scheduler, RNG; the data order is a function of seed and epoch) and ends with the same
+predictions as a run that was never interrupted.
+
+Configuration: ``training/config.py`` (every field, its default and its meaning); overrides on the command line
+with dotted names. Run-control flags that are not part of the recipe: ``--resume [RUN_DIR]``,
+``--max_epochs_this_invocation N`` (stop cleanly after N epochs, e.g. to fit a time slot), ``--push_to_hub``,
+``--hub_model_id``, ``--print_config``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+if not __package__:
+    # Run as a script (`accelerate launch training/train.py`), Python puts training/ on sys.path, not the repository
+    # root, so `eval` (the metrics and report helpers, which are not part of the installed package) and `training`
+    # itself would not import. Put the root first; when imported as `training.train` the root is already there.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import argparse
+import csv
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate.tracking import GeneralTracker
+from accelerate.utils import ProjectConfiguration, set_seed
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+from transformers import ViTConfig, get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+
+import glia_hf  # noqa: F401  (registers the GLIA classes with the Auto classes and for remote code)
+from eval.metrics import compute_iqa_metrics
+from eval.plots import scatter_plot
+from eval.reporting import Table, make_caption, summarize_splits, to_markdown, write_table
+from glia_hf import GLIAImageProcessor
+from glia_hf.data import get_score_scale, load_image, load_iqa_dataset, load_splits, make_splits, save_splits
+from glia_hf.data.splits import split_indices
+from training.config import ConfigError, TrainConfig, config_from_dict, flat_config, load_config
+from training.model_card import fill_model_card, load_template
+
+
+logger = logging.getLogger("glia_hf.training")
+
+METRICS = ("srcc", "plcc", "krcc", "rmse")
+STATE_MARKER = "STATE_COMPLETE"
+# Fields that may differ between an interrupted run and its --resume without changing what is computed.
+RUN_CONTROL_FIELDS = {("data", "num_workers"), ("output", "trackers"), ("output", "log_every"), ("hub", "push_to_hub"),
+                      ("hub", "hub_model_id"), ("hub", "private"), ("hub", "split"), ("output", "overwrite"),
+                      ("output", "keep_states"), ("output", "keep_final_state")}
+
+
+# =================================================================================================== trackers
+
+
+class CSVTracker(GeneralTracker):
+    """A minimal Accelerate tracker that appends every logged value to ``<dir>/metrics.csv``.
+
+    One row per value (``step, name, value, time``), so that splits, phases and metrics with different keys share
+    one file and a resumed run simply appends. Accelerate calls it on the main process only.
+    """
+
+    name = "csv"
+    requires_logging_directory = True
+    main_process_only = True
+
+    def __init__(self, logging_dir: str | os.PathLike):
+        super().__init__()
+        self.path = Path(logging_dir) / "metrics.csv"
+
+    @property
+    def tracker(self):
+        return self.path
+
+    def start(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            with open(self.path, "w", newline="") as handle:
+                csv.writer(handle).writerow(["step", "name", "value", "time"])
+
+    def store_init_configuration(self, values: dict):
+        self.start()
+        (self.path.parent / "hparams.json").write_text(json.dumps(values, indent=2, sort_keys=True, default=str))
+
+    def log(self, values: dict, step: Optional[int] = None, **kwargs):
+        self.start()
+        now = time.time()
+        with open(self.path, "a", newline="") as handle:
+            writer = csv.writer(handle)
+            for key, value in values.items():
+                if isinstance(value, torch.Tensor):
+                    value = value.item()
+                writer.writerow([step, key, value, f"{now:.3f}"])
+
+
+def make_trackers(names: Sequence[str], logging_dir: Path) -> list:
+    trackers: list = []
+    for name in names:
+        if name == "csv":
+            trackers.append(CSVTracker(logging_dir))
+        elif name == "tensorboard":
+            try:
+                import tensorboard  # noqa: F401
+            except ImportError:
+                try:
+                    import tensorboardX  # noqa: F401
+                except ImportError:
+                    logger.warning("tensorboard is not installed; the tensorboard tracker is skipped")
+                    continue
+            trackers.append("tensorboard")
+    return trackers
+
+
+# =================================================================================================== data
+
+
+class EpochSampler(Sampler):
+    """Shuffles the training rows with a generator seeded by ``(seed, split, epoch)`` and gives every sample its
+    own augmentation seed.
+
+    It yields ``(row, draw_seed)`` pairs. The order and the seeds depend on nothing but the run seed, the split and
+    the epoch, never on earlier epochs, workers or a previous process: a run resumed at an epoch boundary sees
+    exactly the batches and augmentations of an uninterrupted one. Accelerate's prepared loader calls
+    :meth:`set_epoch` (through ``loader.set_epoch``) and shards the batches across processes.
+    """
+
+    def __init__(self, num_rows: int, seed: int, split: int):
+        self.num_rows, self.seed, self.split, self.epoch = num_rows, seed, split, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.split, self.epoch])
+        order = rng.permutation(self.num_rows)
+        draw_seeds = rng.integers(0, 2**62, size=self.num_rows)
+        return iter(zip(order.tolist(), draw_seeds.tolist()))
+
+
+class IQAImageDataset(Dataset):
+    """Rows of an IQA ``datasets.Dataset`` as loaded images, with the random flips of training.
+
+    Items are dicts with ``image`` (8-bit RGB PIL image from :func:`glia_hf.data.load_image`, which raises an
+    error naming the file when it cannot be read), ``mos`` (on the data set's scale), ``index`` (position in this
+    dataset) and ``draw_seed``. Training items are requested as ``(index, draw_seed)`` pairs (see
+    :class:`EpochSampler`); the flips are drawn from a generator seeded with ``draw_seed``.
+    """
+
+    def __init__(self, paths: Sequence[str], mos: Sequence[float], hflip: float = 0.0, vflip: float = 0.0):
+        self.paths, self.mos = list(paths), [float(m) for m in mos]
+        self.hflip, self.vflip = hflip, vflip
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, item):
+        index, draw_seed = item if isinstance(item, tuple) else (item, None)
+        image = load_image(self.paths[index])
+        if draw_seed is not None and (self.hflip or self.vflip):
+            flip_h, flip_v = np.random.default_rng(draw_seed).random(2)
+            if flip_h < self.hflip:
+                image = image.transpose(0)  # Image.Transpose.FLIP_LEFT_RIGHT
+            if flip_v < self.vflip:
+                image = image.transpose(1)  # Image.Transpose.FLIP_TOP_BOTTOM
+        return {"image": image, "mos": self.mos[index], "index": index, "draw_seed": draw_seed}
+
+
+class TrainCollator:
+    """Stacks a training batch: the image processor with random fragment offsets drawn from a generator seeded
+    from the batch's first sample (so the draws follow the run seed, whatever process or worker builds the batch)."""
+
+    def __init__(self, processor: GLIAImageProcessor, random_offsets: bool):
+        self.processor, self.random_offsets = processor, random_offsets
+
+    def __call__(self, samples: List[dict]) -> Dict[str, torch.Tensor]:
+        generator = torch.Generator().manual_seed(int(samples[0]["draw_seed"]) % (2**63))
+        features = self.processor(
+            [s["image"] for s in samples], random_offsets=self.random_offsets, generator=generator
+        )
+        return _batch(features, samples)
+
+
+class EvalCollator:
+    """Stacks a test batch: ``num_views`` fragment draws per image under a fixed seed (same views for an image in
+    any batch), shape ``(B, K, 3, h, w)``; the model averages the views' scores."""
+
+    def __init__(self, processor: GLIAImageProcessor, num_views: int, seed: int):
+        self.processor, self.num_views, self.seed = processor, num_views, seed
+
+    def __call__(self, samples: List[dict]) -> Dict[str, torch.Tensor]:
+        features = self.processor([s["image"] for s in samples], num_samples=self.num_views, seed=self.seed)
+        return _batch(features, samples)
+
+
+def _batch(features, samples) -> Dict[str, torch.Tensor]:
+    return {
+        "pixel_values": features["pixel_values"],
+        "fragment_values": features["fragment_values"],
+        "labels": torch.tensor([s["mos"] for s in samples], dtype=torch.float32),
+        "index": torch.tensor([s["index"] for s in samples], dtype=torch.long),
+    }
+
+
+def _worker_init(worker_id: int) -> None:
+    # Workers draw nothing from the global RNGs (all randomness is seeded per sample), but keep them apart anyway.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+
+
+# =================================================================================================== model
+
+
+def backbone_argument(backbone):
+    """A ``ViTConfig`` for a dict of ViT fields (random backbone), else the Hub id / directory as is."""
+    if isinstance(backbone, dict):
+        return ViTConfig(**backbone)
+    return backbone
+
+
+def backbone_description(backbone) -> str:
+    if isinstance(backbone, dict):
+        vit = ViTConfig(**backbone)
+        return (
+            f"random-initialised ViT (hidden {vit.hidden_size}, {vit.num_hidden_layers} blocks, "
+            f"{vit.image_size} px, patch {vit.patch_size}; not pre-trained)"
+        )
+    return str(backbone)
+
+
+def backbone_normalisation(config: TrainConfig):
+    """The backbone's image mean and std: the config's, else its ``preprocessor_config.json``, else 0.5."""
+    mean, std = config.model.image_mean, config.model.image_std
+    if (mean is None or std is None) and isinstance(config.model.backbone, str):
+        try:
+            from transformers.utils import cached_file
+
+            path = cached_file(
+                config.model.backbone,
+                "preprocessor_config.json",
+                _raise_exceptions_for_missing_entries=False,
+                _raise_exceptions_for_connection_errors=False,
+            )
+            if path:
+                stored = json.loads(Path(path).read_text())
+                mean = mean if mean is not None else stored.get("image_mean")
+                std = std if std is not None else stored.get("image_std")
+        except Exception as error:  # an absent or unreadable file only means the defaults are used
+            logger.info("no preprocessor config for %s (%s); using mean/std 0.5", config.model.backbone, error)
+    return mean, std
+
+
+def build_model(config: TrainConfig, scale):
+    """The model of ``config.model`` with the data set's score range and the configured loss."""
+    from glia_hf.methods import build_model as build_method_model
+
+    glia_options = dict(config.model.glia)
+    glia_options.update(scale.config_kwargs())
+    glia_options["loss"] = config.optim.loss
+    return build_method_model(
+        config.model.method, backbone_argument(config.model.backbone), dict(config.model.method_options) or None,
+        **glia_options,
+    )
+
+
+def method_label(config: TrainConfig) -> str:
+    """``glia`` or e.g. ``glia [use_glr=false]`` for an ablation; the baselines by name (with non-default options)."""
+    parts = []
+    if config.model.method == "glia":
+        for key in ("use_lgf", "use_glr", "guidance_stream", "main_stream", "glia_layers", "latent_dim"):
+            if key in config.model.glia:
+                value = config.model.glia[key]
+                parts.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
+    else:
+        parts = [f"{k}={v}" for k, v in sorted(config.model.method_options.items())]
+    return config.model.method + (f" [{', '.join(parts)}]" if parts else "")
+
+
+# =================================================================================================== the run
+
+
+@dataclass
+class Progress:
+    """Where a split's training stands; saved with every epoch state (Accelerate custom checkpoint object)."""
+
+    split: int = -1
+    epoch: int = 0
+    step: int = 0
+    seconds: float = 0.0
+
+    def state_dict(self) -> dict:
+        return {"split": self.split, "epoch": self.epoch, "step": self.step, "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.split, self.epoch, self.step, self.seconds = (
+            int(state["split"]), int(state["epoch"]), int(state["step"]), float(state["seconds"])
+        )
+
+
+class StopRun(Exception):
+    """Raised inside the loop when ``--max_epochs_this_invocation`` is reached (the state is saved first)."""
+
+
+class Run:
+    """One invocation of the trainer: the accelerator, the data, the splits and where everything is written."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, accelerator: Accelerator, args):
+        self.config, self.run_dir, self.accelerator, self.args = config, run_dir, accelerator, args
+        self.progress = Progress()
+        accelerator.register_for_checkpointing(self.progress)
+        self.epochs_this_invocation = 0
+        self.on_epoch_end: Optional[Callable[[int, int], None]] = None
+        self.scale = None
+
+    # ----------------------------------------------------------------------------------------------- data
+
+    def load_data(self) -> None:
+        config, accelerator = self.config, self.accelerator
+        with accelerator.main_process_first():  # the built-in set is built once, by the main process
+            self.dataset = load_iqa_dataset(config.data.dataset, config.data.data_dir, **config.data.dataset_options)
+        self.scale = get_score_scale(self.dataset)
+        splits_file = Path(config.data.splits_file) if config.data.splits_file else self.run_dir / "splits.json"
+        self.splits_file = splits_file
+        if accelerator.is_main_process and not splits_file.exists():
+            splits = make_splits(
+                self.dataset, num_splits=config.data.num_splits, train_fraction=config.data.train_ratio,
+                seed=config.data.split_seed,
+            )
+            save_splits(splits, splits_file)
+            accelerator.print(f"wrote {len(splits['splits'])} splits to {splits_file}")
+        accelerator.wait_for_everyone()
+        self.splits = load_splits(splits_file, self.dataset)
+        self.split_ids = config.split_indices(len(self.splits["splits"]))
+        self.cross = None
+        if config.data.test_dataset:
+            with accelerator.main_process_first():
+                self.cross = load_iqa_dataset(
+                    config.data.test_dataset, config.data.test_data_dir, **config.data.test_dataset_options
+                )
+            self.cross_name = str(self.cross[0]["dataset"]) if len(self.cross) else config.data.test_dataset
+
+    def rows(self, split: int, part: str) -> List[int]:
+        fraction = self.config.data.train_fraction if part == "train" else None
+        return split_indices(self.splits, split, part, fraction)
+
+    def loaders(self, split: int, processor: GLIAImageProcessor):
+        """Unprepared training and test loaders of one split (plus the training sampler)."""
+        config, accelerator = self.config, self.accelerator
+        train_rows, test_rows = self.rows(split, "train"), self.rows(split, "test")
+        train = self.dataset.select(train_rows)
+        micro_batch = config.optim.batch_size // config.optim.gradient_accumulation_steps
+        processes = accelerator.num_processes
+        if micro_batch % processes:
+            raise ConfigError(
+                f"optim.batch_size / gradient_accumulation_steps = {micro_batch} images per forward pass must be "
+                f"divisible by the {processes} processes"
+            )
+        if config.optim.drop_last and len(train) < micro_batch:
+            raise ConfigError(
+                f"split {split}: {len(train)} training images are fewer than one batch of {micro_batch}; lower "
+                "optim.batch_size or set optim.drop_last false"
+            )
+        sampler = EpochSampler(len(train), config.optim.seed, split)
+        common = dict(num_workers=config.data.num_workers, worker_init_fn=_worker_init,
+                      pin_memory=torch.cuda.is_available())
+        train_loader = DataLoader(
+            IQAImageDataset(train["image"], train["mos"], config.augmentation.hflip, config.augmentation.vflip),
+            batch_size=micro_batch, sampler=sampler, drop_last=config.optim.drop_last,
+            collate_fn=TrainCollator(processor, config.augmentation.random_offsets), **common,
+        )
+        test_loader = self.eval_loader(self.dataset.select(test_rows), processor)
+        return train_loader, sampler, test_loader, train_rows, test_rows
+
+    def eval_loader(self, rows, processor: GLIAImageProcessor) -> DataLoader:
+        processes = self.accelerator.num_processes
+        batch = math.ceil(self.config.eval.batch_size / processes) * processes  # split_batches needs a multiple
+        return DataLoader(
+            IQAImageDataset(rows["image"], rows["mos"]), batch_size=batch, shuffle=False,
+            collate_fn=EvalCollator(processor, self.config.eval.num_views, self.config.eval.seed),
+            num_workers=self.config.data.num_workers, worker_init_fn=_worker_init,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    # ----------------------------------------------------------------------------------------------- one split
+
+    def split_dir(self, split: int) -> Path:
+        return self.run_dir / f"split-{split}"
+
+    def state_dir(self, split: int, epoch: int) -> Path:
+        return self.run_dir / "checkpoints" / f"split-{split}" / f"epoch-{epoch}"
+
+    def latest_state(self, split: int) -> Optional[Path]:
+        folder = self.run_dir / "checkpoints" / f"split-{split}"
+        states = [p for p in folder.glob("epoch-*") if (p / STATE_MARKER).is_file()] if folder.is_dir() else []
+        return max(states, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+    def train_split(self, split: int) -> Optional[dict]:
+        """Train and evaluate one split; return its result, or raise :class:`StopRun` when told to stop early."""
+        config, accelerator = self.config, self.accelerator
+        started = time.perf_counter()
+        set_seed(config.optim.seed)  # the same initialisation for every split, whichever splits ran before
+        model = build_model(config, self.scale)
+        mean, std = backbone_normalisation(config)
+        processor = GLIAImageProcessor.from_config(model.config, image_mean=mean, image_std=std)
+        train_loader, sampler, test_loader, train_rows, test_rows = self.loaders(split, processor)
+
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        num_trainable, num_total = sum(p.numel() for p in trainable), sum(p.numel() for p in model.parameters())
+        accelerator.print(
+            f"split {split}: {method_label(config)} trains {num_trainable:,} of {num_total:,} parameters; "
+            f"{len(train_rows)} training / {len(test_rows)} test images"
+        )
+        optimizer = torch.optim.AdamW(
+            trainable, lr=config.optim.lr, weight_decay=config.optim.weight_decay, betas=tuple(config.optim.betas),
+            eps=config.optim.eps,
+        )
+        steps_per_epoch = math.ceil(len(train_loader) / config.optim.gradient_accumulation_steps)
+        total_steps = steps_per_epoch * config.optim.epochs
+        warmup = config.optim.warmup_steps or round(config.optim.warmup_ratio * total_steps)
+        if config.optim.scheduler == "cosine":
+            scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
+        else:
+            scheduler = get_constant_schedule_with_warmup(optimizer, warmup)
+        model, optimizer, train_loader, test_loader, scheduler = accelerator.prepare(
+            model, optimizer, train_loader, test_loader, scheduler
+        )
+
+        self.progress.split, self.progress.epoch, self.progress.step, self.progress.seconds = split, 0, 0, 0.0
+        state = self.latest_state(split) if self.args.resume else None
+        if state is not None:
+            accelerator.load_state(str(state))
+            if self.progress.split != split:
+                raise RuntimeError(f"{state} holds the state of split {self.progress.split}, not {split}")
+            accelerator.print(f"split {split}: resumed from {state} (epoch {self.progress.epoch} done)")
+        previous_seconds = self.progress.seconds
+
+        for epoch in range(self.progress.epoch, config.optim.epochs):
+            if self.args.max_epochs_this_invocation is not None and (
+                self.epochs_this_invocation >= self.args.max_epochs_this_invocation
+            ):
+                raise StopRun()
+            self.train_epoch(model, optimizer, scheduler, train_loader, trainable, split, epoch)
+            self.epochs_this_invocation += 1
+            self.progress.epoch = epoch + 1
+            self.progress.seconds = previous_seconds + time.perf_counter() - started
+            if config.output.save_state_every_epoch:
+                self.save_state(split, epoch + 1)
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(split, epoch + 1)
+
+        predictions = self.predict(model, test_loader, len(test_rows), f"split {split}: test")
+        result = self.finish_split(split, model, processor, test_rows, predictions, train_rows,
+                                   num_trainable, num_total)
+        if self.cross is not None:
+            cross_loader = accelerator.prepare(self.eval_loader(self.cross, processor))
+            cross_predictions = self.predict(model, cross_loader, len(self.cross), f"split {split}: {self.cross_name}")
+            result["cross"] = {self.cross_name: self.write_predictions(
+                split, self.cross, list(range(len(self.cross))), cross_predictions, f"cross-{self.cross_name}")}
+        result["wall_time_seconds"] = previous_seconds + time.perf_counter() - started
+        if accelerator.is_main_process:
+            _write_json(self.split_dir(split) / "result.json", result)
+        accelerator.wait_for_everyone()
+        if not config.output.keep_final_state and accelerator.is_main_process:
+            shutil.rmtree(self.run_dir / "checkpoints" / f"split-{split}", ignore_errors=True)
+        accelerator.free_memory()  # drop this split's model/optimizer/loaders from the accelerator before the next
+        return result
+
+    def train_epoch(self, model, optimizer, scheduler, loader, trainable, split: int, epoch: int) -> None:
+        config, accelerator = self.config, self.accelerator
+        model.train()
+        loader.set_epoch(epoch)
+        bar = tqdm(loader, desc=f"split {split} epoch {epoch + 1}/{config.optim.epochs}",
+                   disable=not accelerator.is_local_main_process, leave=False, dynamic_ncols=True)
+        window, epoch_losses = [], []
+        for batch in bar:
+            with accelerator.accumulate(model):
+                outputs = model(pixel_values=batch["pixel_values"], fragment_values=batch["fragment_values"],
+                                labels=batch["labels"])
+                accelerator.backward(outputs.loss)
+                if accelerator.sync_gradients and config.optim.max_grad_norm:
+                    accelerator.clip_grad_norm_(trainable, config.optim.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            window.append(outputs.loss.detach())
+            if accelerator.sync_gradients:
+                self.progress.step += 1
+                loss = accelerator.reduce(torch.stack(window).mean(), reduction="mean").item()
+                window = []
+                epoch_losses.append(loss)
+                bar.set_postfix(loss=f"{loss:.4f}")
+                if self.progress.step % config.output.log_every == 0:
+                    accelerator.log({f"split-{split}/train/loss": loss,
+                                     f"split-{split}/train/lr": scheduler.get_last_lr()[0]}, step=self.progress.step)
+        bar.close()
+        if epoch_losses:
+            mean_loss = float(np.mean(epoch_losses))
+            accelerator.log({f"split-{split}/train/epoch_loss": mean_loss, f"split-{split}/epoch": epoch + 1},
+                            step=self.progress.step)
+            accelerator.print(f"split {split} epoch {epoch + 1}/{config.optim.epochs}: mean loss {mean_loss:.4f}")
+
+    def save_state(self, split: int, epoch: int) -> None:
+        """Save model, optimiser, scheduler, RNG and progress; mark it complete; keep the newest few."""
+        accelerator = self.accelerator
+        folder = self.state_dir(split, epoch)
+        accelerator.save_state(str(folder))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (folder / STATE_MARKER).write_text(json.dumps(self.progress.state_dict()))
+            states = sorted((p for p in folder.parent.glob("epoch-*") if p != folder),
+                            key=lambda p: int(p.name.split("-")[1]))
+            for old in states[: max(0, len(states) - (self.config.output.keep_states - 1))]:
+                shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
+
+    @torch.no_grad()
+    def predict(self, model, loader, expected: int, description: str) -> np.ndarray:
+        """Scores of every image of a prepared test loader, in row order, gathered from all processes."""
+        accelerator = self.accelerator
+        model.eval()
+        scores, indices = [], []
+        for batch in tqdm(loader, desc=description, disable=not accelerator.is_local_main_process, leave=False,
+                          dynamic_ncols=True):
+            outputs = model(pixel_values=batch["pixel_values"], fragment_values=batch["fragment_values"])
+            score, index = accelerator.gather_for_metrics((outputs.score.float(), batch["index"]))
+            scores.append(score.cpu().double())
+            indices.append(index.cpu())
+        scores, indices = torch.cat(scores).numpy(), torch.cat(indices).numpy()
+        if len(indices) != expected or len(np.unique(indices)) != expected:
+            raise RuntimeError(
+                f"{description}: gathered {len(indices)} predictions for {len(np.unique(indices))} distinct of "
+                f"{expected} images"
+            )
+        ordered = np.empty(expected, dtype=np.float64)
+        ordered[indices] = scores
+        return ordered
+
+    # ----------------------------------------------------------------------------------------------- outputs
+
+    def write_predictions(self, split: int, rows, positions, predictions: np.ndarray, name: str) -> dict:
+        """Metrics of one evaluation; the main process writes ``<name>.csv`` and the scatter plot."""
+        references = np.asarray(rows["mos"], dtype=np.float64)[positions] if len(positions) else np.array([])
+        metrics = compute_iqa_metrics(predictions, references, logistic=self.config.eval.logistic,
+                                      allow_degenerate=True)
+        metrics = {key: float(value) for key, value in metrics.items()}
+        if self.accelerator.is_main_process:
+            folder = self.split_dir(split)
+            folder.mkdir(parents=True, exist_ok=True)
+            images = [rows[int(i)]["image"] for i in positions]
+            with open(folder / f"{name}.csv", "w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["image", "mos", "prediction"])
+                for image, mos, prediction in zip(images, references, predictions):
+                    writer.writerow([image, repr(float(mos)), repr(float(prediction))])
+            if self.config.output.plots:
+                scatter_plot(predictions, references, folder / f"{name.replace('predictions', 'scatter')}.png",
+                             title=f"{method_label(self.config)} on {self.config.data.dataset}, split {split} ({name})",
+                             metrics=metrics, xlabel=f"Predicted ({self.scale.name})", ylabel="MOS")
+        return metrics
+
+    def finish_split(self, split, model, processor, test_rows, predictions, train_rows, num_trainable, num_total):
+        accelerator = self.accelerator
+        test = self.dataset.select(test_rows)
+        metrics = self.write_predictions(split, test, list(range(len(test))), predictions, "predictions")
+        result = {"split": split, **metrics, "num_train": len(train_rows), "num_test": len(test_rows),
+                  "trainable_parameters": num_trainable, "total_parameters": num_total}
+        accelerator.print(
+            f"split {split}: SRCC {metrics['srcc']:.4f}  PLCC {metrics['plcc']:.4f}  KRCC {metrics['krcc']:.4f}  "
+            f"RMSE {metrics['rmse']:.4f}"
+        )
+        accelerator.log({f"split-{split}/test/{k}": v for k, v in metrics.items()}, step=self.progress.step)
+        if self.config.output.save_model:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                self.export_model(accelerator.unwrap_model(model), processor, self.split_dir(split) / "model")
+        accelerator.wait_for_everyone()
+        return result
+
+    def export_model(self, model, processor, directory: Path) -> None:
+        """Save a Hub-ready directory: weights (safetensors), config with auto_map and remote code, processor.
+
+        ``lora`` is merged into the ViT first (``merge_for_export``), so it loads like any GLIANet checkpoint.
+        ``adapter`` and ``vpt`` models are saved with ``save_method_checkpoint`` (they need ``glia_hf`` to load).
+        The model card is written at the end of the run, when every split's results are known.
+        """
+        from glia_hf.methods import merge_for_export, save_method_checkpoint
+
+        method = self.config.model.method
+        if directory.exists():
+            shutil.rmtree(directory)
+        if method in ("adapter", "vpt"):
+            save_method_checkpoint(model, method, dict(self.config.model.method_options) or None, directory)
+        else:
+            if method == "lora":
+                import copy
+
+                model = merge_for_export(copy.deepcopy(model))
+            model.save_pretrained(directory, safe_serialization=True)
+        processor.save_pretrained(directory)
+
+
+# =================================================================================================== reporting
+
+
+def result_label(config: TrainConfig) -> Optional[str]:
+    parts = []
+    if isinstance(config.model.backbone, dict):
+        parts.append("random-initialised backbone")
+    if config.data.dataset.lower() == "builtin":
+        parts.append("pseudo-MOS")
+    return ", ".join(parts) or None
+
+
+def _clean(value):
+    """JSON-safe: NaN and infinities become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _write_json(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(_clean(value), indent=2, sort_keys=False) + "\n")
+    os.replace(temporary, path)
+
+
+def summary_of(results: List[dict], metrics=METRICS) -> Dict[str, dict]:
+    return {metric: summary.as_dict() for metric, summary in summarize_splits(results, list(metrics)).items()}
+
+
+def results_table(config: TrainConfig, results: List[dict], wall_time: float) -> Table:
+    """One row (this run's method): trainable parameters, median (mean ± std) SRCC, PLCC, KRCC, RMSE, wall time."""
+    metrics = ["srcc", "plcc"] + (["plcc_logistic4"] if config.eval.logistic else []) + ["krcc", "rmse"]
+    summary = summarize_splits(results, metrics)
+    caption = make_caption(
+        f"{config.data.dataset}"
+        + (f", {config.data.train_fraction:g} of each training split" if config.data.train_fraction else "")
+        + ", test part of each split.",
+        backbone_description(config.model.backbone), sorted({s.count for s in summary.values()}), metrics,
+        label=result_label(config),
+    )
+    from eval.reporting import METRIC_LABELS, ParamCount
+
+    table = Table(title=f"{method_label(config)} on {config.data.dataset}", caption=caption, row_headers=["Method"],
+                  columns=["Trainable params"] + [METRIC_LABELS[m] for m in metrics] + ["Wall time (s)"])
+    table.add_row([method_label(config)],
+                  [ParamCount(results[0]["trainable_parameters"])] + [summary[m] for m in metrics]
+                  + [f"{wall_time:.0f}"])
+    return table
+
+
+def per_split_markdown(results: List[dict]) -> str:
+    lines = ["| Split | Train | Test | SRCC | PLCC | KRCC | RMSE |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        cells = [f"{r[m]:.4f}" if r.get(m) is not None and math.isfinite(r[m]) else "nan" for m in METRICS]
+        lines.append(f"| {r['split']} | {r['num_train']} | {r['num_test']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_results(run: Run, results: List[dict], wall_time: float) -> dict:
+    config = run.config
+    results = sorted(results, key=lambda r: r["split"])
+    payload = {
+        "method": config.model.method,
+        "method_label": method_label(config),
+        "dataset": config.data.dataset,
+        "backbone": backbone_description(config.model.backbone),
+        "label": result_label(config),
+        "score_name": run.scale.description if run.scale else None,
+        "splits_file": str(run.splits_file),
+        "train_fraction": config.data.train_fraction,
+        "trainable_parameters": results[0]["trainable_parameters"],
+        "total_parameters": results[0]["total_parameters"],
+        "wall_time_seconds": wall_time,
+        "num_processes": run.accelerator.num_processes,
+        "mixed_precision": run.accelerator.mixed_precision,
+        "splits": results,
+        "summary": summary_of(results),
+        "config": config.to_dict(),
+        "versions": _versions(),
+    }
+    cross = [r for r in results if r.get("cross")]
+    if cross:
+        name = next(iter(cross[0]["cross"]))
+        payload["cross_dataset"] = {"test_dataset": name,
+                                    "summary": summary_of([{**r["cross"][name], "split": r["split"]} for r in cross])}
+    _write_json(run.run_dir / "results.json", payload)
+    table = results_table(config, results, wall_time)
+    write_table(table, run.run_dir / "results")
+    text = to_markdown(table) + "\nPer split:\n\n" + per_split_markdown(results) + "\n"
+    if cross:
+        summary = payload["cross_dataset"]["summary"]
+        text += (f"\nCross-data-set test on the whole of {name}: median SRCC {summary['srcc']['median']:.4f}, "
+                 f"PLCC {summary['plcc']['median']:.4f} over {summary['srcc']['count']} split model(s).\n")
+    (run.run_dir / "results.md").write_text(text, encoding="utf-8")
+    return payload
+
+
+def _versions() -> dict:
+    import accelerate
+    import transformers
+
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__,
+                "accelerate": accelerate.__version__, "glia_hf": getattr(glia_hf, "__version__", "?")}
+    try:
+        import peft
+
+        versions["peft"] = peft.__version__
+    except ImportError:
+        pass
+    return versions
+
+
+def card_values(run: Run, payload: dict, split_result: dict, model_id: str) -> Dict[str, str]:
+    config = run.config
+    scale = run.scale
+    label = result_label(config)
+    num_splits = len(run.splits["splits"])
+    by_scene = run.splits.get("by_reference")
+    protocol = (
+        f"split {split_result['split']} of {num_splits} seeded {round(config.data.train_ratio * 100)}/"
+        f"{round((1 - config.data.train_ratio) * 100)} train/test splits (seed {run.splits.get('seed')}, "
+        f"{'by reference scene' if by_scene else 'by image'}); trained on its training part "
+        f"({split_result['num_train']} images"
+        + (f", the nested {config.data.train_fraction:g} subset" if config.data.train_fraction else "")
+        + f"), tested on its test part ({split_result['num_test']} images)"
+    )
+    summary = payload["summary"]
+    count = summary["srcc"]["count"]
+    table = (
+        f"This model (split {split_result['split']}): SRCC {split_result['srcc']:.4f}, PLCC {split_result['plcc']:.4f}"
+        f", KRCC {split_result['krcc']:.4f}, RMSE {split_result['rmse']:.4f} on {split_result['num_test']} test images."
+        f"\n\nThe whole run ({count} split{'s' if count != 1 else ''}, one model per split; median, mean ± std):\n\n"
+        + "| Metric | Median | Mean | Std |\n|---|---:|---:|---:|\n"
+        + "\n".join(
+            f"| {m.upper()} | {_num(summary[m]['median'])} | {_num(summary[m]['mean'])} | {_num(summary[m]['std'])} |"
+            for m in METRICS
+        )
+        + "\n\nPer split:\n\n" + per_split_markdown(payload["splits"])
+    )
+    notes = []
+    if label:
+        notes.append(
+            f"**These numbers are labelled \"{label}\".** "
+            + ("The backbone was randomly initialised, not pre-trained. " if isinstance(config.model.backbone, dict)
+               else "")
+            + ("The labels are pseudo-MOS computed by a full-reference metric (SSIM) on synthetically distorted "
+               "photographs of the GLIA-HF built-in set, not human opinions. " if "pseudo-MOS" in label else "")
+            + "They show that the pipeline runs; they say nothing about agreement with human quality judgements."
+        )
+    if config.model.method in ("adapter", "vpt"):
+        notes.append(method_checkpoint_notice(config.model.method))
+    if config.model.method == "lora":
+        notes.append("The LoRA updates were merged into the ViT's weights for export (`merge_for_export`); the "
+                     "directory loads like any GLIANet checkpoint.")
+    details = (
+        f"Trained with `training/train.py` (GLIA-HF, Accelerate) on {payload['num_processes']} process(es), mixed "
+        f"precision `{payload['mixed_precision']}`. AdamW (lr {config.optim.lr:g}, weight decay "
+        f"{config.optim.weight_decay:g}, betas {tuple(config.optim.betas)}), {config.optim.scheduler} schedule stepped "
+        f"per optimiser step (warm-up {config.optim.warmup_steps or config.optim.warmup_ratio:g}), "
+        f"{config.optim.epochs} epochs, batch {config.optim.batch_size} (accumulation "
+        f"{config.optim.gradient_accumulation_steps}), seed {config.optim.seed}, {config.optim.loss.upper()} loss on "
+        f"labels normalised to [0, 1]. Augmentation: horizontal flip p={config.augmentation.hflip:g}, vertical flip "
+        f"p={config.augmentation.vflip:g}, {'random' if config.augmentation.random_offsets else 'centred'} fragment "
+        f"offsets. Test scores: mean over {config.eval.num_views} fragment draws (seed {config.eval.seed}). "
+        f"Training and test time of the run: {payload['wall_time_seconds']:.0f} s. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in payload["versions"].items()) + "."
+        + ("\n\nGLIA options: `" + json.dumps(config.model.glia, sort_keys=True) + "`" if config.model.glia else "")
+        + ("\n\nMethod options: `" + json.dumps(config.model.method_options, sort_keys=True) + "`"
+           if config.model.method_options else "")
+    )
+    method_names = {"glia": "GLIANet (GLIA blocks, frozen ViT)", "linear_probe": "linear probe (frozen ViT)",
+                    "full_finetune": "full fine-tuning", "lora": "LoRA (peft), merged for export",
+                    "adapter": "bottleneck adapters", "vpt": "deep visual prompt tuning"}
+    dataset_text = f"{config.data.dataset} ({scale.description})"
+    return {
+        "title": f"{method_names[config.model.method]} trained on {config.data.dataset}"
+                 + (f" ({label})" if label else ""),
+        "method": f"`{method_label(config)}`: {method_names[config.model.method]}",
+        "backbone": backbone_description(config.model.backbone),
+        "dataset": dataset_text,
+        "score_name": scale.description,
+        "score_min": f"{scale.min:g}",
+        "score_max": f"{scale.max:g}",
+        "trainable_parameters": f"{split_result['trainable_parameters']:,} of {split_result['total_parameters']:,}",
+        "split_protocol": protocol,
+        "results_table": table,
+        "results_note": "\n\n".join(notes),
+        "training_details": details,
+        "model_id": model_id,
+    }
+
+
+def method_checkpoint_notice(method: str) -> str:
+    return (
+        f"> **Note:** this `{method}` model is saved with `glia_hf.methods.save_method_checkpoint` "
+        "(`glia_method.json` + `glia_method.safetensors`), because its extra modules have no place in a plain GLIANet. "
+        "Load it with `glia_hf.methods.load_method_checkpoint(path)` (needs the `glia_hf` package); `AutoModel` "
+        "does not load it."
+    )
+
+
+def _num(value) -> str:
+    return "nan" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def write_model_cards(run: Run, payload: dict) -> None:
+    template = load_template()
+    for result in payload["splits"]:
+        directory = run.split_dir(result["split"]) / "model"
+        if not directory.is_dir():
+            continue
+        model_id = run.config.hub.hub_model_id or str(directory)
+        values = card_values(run, payload, result, model_id)
+        notice = method_checkpoint_notice(run.config.model.method) if run.config.model.method in ("adapter", "vpt") \
+            else None
+        (directory / "README.md").write_text(fill_model_card(template, values, notice), encoding="utf-8")
+
+
+def push_to_hub(run: Run, split: int) -> str:
+    """Create the repository if needed and upload the split's model directory with ``huggingface_hub``."""
+    from huggingface_hub import HfApi
+
+    hub = run.config.hub
+    directory = run.split_dir(split) / "model"
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no saved model for split {split} at {directory} (output.save_model must be true)")
+    api = HfApi()
+    api.create_repo(repo_id=hub.hub_model_id, private=hub.private, exist_ok=True, repo_type="model")
+    api.upload_folder(
+        repo_id=hub.hub_model_id, folder_path=str(directory), repo_type="model",
+        commit_message=f"GLIA-HF: {method_label(run.config)} on {run.config.data.dataset}, split {split}",
+    )
+    return f"https://huggingface.co/{hub.hub_model_id}"
+
+
+# =================================================================================================== entry point
+
+
+def parse_args(argv: Optional[Sequence[str]] = None):
+    parser = argparse.ArgumentParser(
+        description="Train GLIANet or a fine-tuning baseline with Accelerate. Any config value can be overridden "
+                    "with its dotted name, e.g. --optim.lr 1e-4 --data.splits [0,1,2].",
+    )
+    parser.add_argument("--config", help="YAML config (training/configs/*.yaml); default: all defaults")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
+                        help="continue the interrupted run in output.dir (or RUN_DIR, whose config.yaml is used "
+                             "when --config is not given)")
+    parser.add_argument("--max_epochs_this_invocation", type=int, default=None,
+                        help="save the state and stop after this many epochs; continue later with --resume")
+    parser.add_argument("--push_to_hub", action="store_true", help="shortcut for --hub.push_to_hub true")
+    parser.add_argument("--hub_model_id", help="shortcut for --hub.hub_model_id")
+    parser.add_argument("--print_config", action="store_true", help="print the resolved config and exit")
+    args, overrides = parser.parse_known_args(argv)
+    if args.push_to_hub:
+        overrides += ["--hub.push_to_hub", "true"]
+    if args.hub_model_id:
+        overrides += ["--hub.hub_model_id", args.hub_model_id]
+    return args, overrides
+
+
+def resolve_config(args, overrides) -> TrainConfig:
+    config_path = args.config
+    if config_path is None and isinstance(args.resume, str):
+        config_path = str(Path(args.resume) / "config.yaml")
+    config = load_config(config_path, overrides)
+    if isinstance(args.resume, str):
+        # The run directory named on the command line wins over the one in the config.
+        values = config.to_dict()
+        values["output"]["dir"] = args.resume
+        config = config_from_dict(values)
+    return config
+
+
+def _recipe(values: dict) -> dict:
+    return {section: {k: v for k, v in fields.items() if (section, k) not in RUN_CONTROL_FIELDS}
+            for section, fields in values.items()}
+
+
+def prepare_run_dir(config: TrainConfig, run_dir: Path, resume: bool) -> None:
+    """Check the run directory against ``--resume`` / ``output.overwrite``; write the resolved config."""
+    saved = run_dir / "config.yaml"
+    if resume:
+        if not saved.is_file():
+            raise ConfigError(f"--resume: {run_dir} holds no run (no config.yaml); start it without --resume")
+        import yaml
+
+        previous = config_from_dict(yaml.safe_load(saved.read_text())).to_dict()
+        if _recipe(previous) != _recipe(config.to_dict()):
+            changed = [f"{s}.{k}" for s, fields in _recipe(config.to_dict()).items() for k, v in fields.items()
+                       if _recipe(previous)[s].get(k) != v]
+            raise ConfigError(f"--resume: the config differs from the interrupted run's in {changed}; a resumed run "
+                              "must use the same recipe")
+        return
+    if saved.exists() and (any(run_dir.glob("split-*")) or (run_dir / "checkpoints").exists()):
+        if not config.output.overwrite:
+            raise ConfigError(
+                f"{run_dir} already holds a run; continue it with --resume, choose another --output.dir, or set "
+                "--output.overwrite true to replace it"
+            )
+        for path in list(run_dir.glob("split-*")) + [run_dir / "checkpoints"]:
+            shutil.rmtree(path, ignore_errors=True)
+        for name in ("results.json", "results.md", "results.csv"):
+            (run_dir / name).unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved.write_text(config.to_yaml())
+
+
+def main(argv: Optional[Sequence[str]] = None, on_epoch_end: Optional[Callable[[int, int], None]] = None) -> dict:
+    """Run the trainer. Returns the results payload (what ``results.json`` holds), or ``{"stopped": True, ...}``.
+
+    ``on_epoch_end(split, epoch)`` is called after each epoch's state is saved (tests use it to interrupt a run).
+    """
+    args, overrides = parse_args(argv)
+    config = resolve_config(args, overrides)
+    if args.print_config:
+        print(config.to_yaml())
+        return {"config": config.to_dict()}
+    run_dir = config.run_dir().absolute()
+
+    mixed_precision = config.optim.mixed_precision
+    if mixed_precision == "auto":
+        mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    accelerator = Accelerator(
+        mixed_precision=mixed_precision,
+        gradient_accumulation_steps=config.optim.gradient_accumulation_steps,
+        log_with=make_trackers(config.output.trackers, run_dir / "logs"),
+        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        # The last GLIA block's refined prior feeds nothing, so its GLR weights get no gradient: DDP must allow it.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file is too chatty
+    if accelerator.is_main_process:
+        prepare_run_dir(config, run_dir, bool(args.resume))
+    accelerator.wait_for_everyone()
+    accelerator.init_trackers(run_dir.name, config=flat_config(config))
+    accelerator.print(f"run directory: {run_dir}  ({accelerator.num_processes} process(es), "
+                      f"device {accelerator.device}, mixed precision {accelerator.mixed_precision})")
+
+    run = Run(config, run_dir, accelerator, args)
+    run.on_epoch_end = on_epoch_end
+    run.load_data()
+    results = []
+    try:
+        for split in run.split_ids:
+            done = run.split_dir(split) / "result.json"
+            if args.resume and done.is_file():
+                results.append(json.loads(done.read_text()))
+                accelerator.print(f"split {split}: already finished, results read from {done}")
+                continue
+            results.append(run.train_split(split))
+    except StopRun:
+        accelerator.print(f"stopped after {run.epochs_this_invocation} epoch(s) as asked; the state is saved in "
+                          f"{run_dir / 'checkpoints'}. Continue with --resume.")
+        accelerator.end_training()
+        return {"stopped": True, "run_dir": str(run_dir)}
+
+    wall_time = float(sum(r.get("wall_time_seconds", 0.0) for r in results))
+    payload = {}
+    if accelerator.is_main_process:
+        payload = write_results(run, results, wall_time)
+        if config.output.save_model:
+            write_model_cards(run, payload)
+        summary = payload["summary"]
+        accelerator.print(
+            f"{method_label(config)} on {config.data.dataset}, {len(results)} split(s): median SRCC "
+            f"{_num(summary['srcc']['median'])}, PLCC {_num(summary['plcc']['median'])}; {wall_time:.0f} s; "
+            f"results in {run_dir / 'results.json'}"
+        )
+        if config.hub.push_to_hub:
+            split = config.hub.split if config.hub.split is not None else run.split_ids[0]
+            url = push_to_hub(run, split)
+            payload["pushed_to"] = url
+            accelerator.print(f"pushed split {split}'s model to {url}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return payload
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        sys.exit(2)
