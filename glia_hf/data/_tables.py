@@ -298,5 +298,6 @@ def to_dataset(rows: List[LabelRow], scale: ScoreScale, label_file: PathLike, ex
         values = [item.extra.get(column) for item in rows]
         data[column] = values
         features[column] = Value("int64") if all(isinstance(v, int) for v in values) else Value("string")
-    info = DatasetInfo(description=scale.to_json(), dataset_name=scale.name)
-    return Dataset.from_dict(data, features=Features(features), info=info)
+    features = Features(features)
+    info = DatasetInfo(description=scale.to_json(), dataset_name=scale.name, features=features)
+    return Dataset.from_dict(data, features=features, info=info)

@@ -388,7 +388,7 @@ def read_csv_dataset(
     image_dir: Optional[PathLike] = None,
     higher_is_better: bool = True,
     score_range: Optional[Tuple[float, float]] = None,
-    name: str = "csv",
+    dataset_name: str = "csv",
     image_column: str = "image",
     mos_column: str = "mos",
     ref_column: str = "ref",
@@ -398,7 +398,8 @@ def read_csv_dataset(
     ``image`` is a path relative to ``image_dir`` (default: the CSV's folder) or absolute. Without a ``ref`` column
     each image is its own scene. ``higher_is_better=False`` flips the scores as ``(min + max) - score`` and needs
     ``score_range``; otherwise the range is ``score_range`` or, if not given, the min and max found in the file.
-    ``name`` becomes the ``dataset`` column and the scale's name.
+    ``dataset_name`` becomes the ``dataset`` column and the scale's name (a benchmark name such as ``"live"`` also
+    makes :func:`make_splits` split by scene by default).
     """
     label_path = require_file(csv_file)
     index = ImageIndex(require_dir(image_dir if image_dir is not None else label_path.parent, "image folder"))
@@ -411,7 +412,7 @@ def read_csv_dataset(
         rows.append(LabelRow(path, parse_score(cells["mos"], label_path, row, mos_column), ref, row))
     if not rows:
         raise IQADataError("no labelled images found", file=label_path)
-    scale = _scale_from_data(name, [r.original for r in rows], score_range, higher_is_better, f"{name} scores")
+    scale = _scale_from_data(dataset_name, [r.original for r in rows], score_range, higher_is_better, f"{dataset_name} scores")
     return to_dataset(rows, scale, label_path)
 
 
@@ -429,7 +430,7 @@ def read_pyiqa_meta(
     image_dir: PathLike,
     dmos_max: Optional[float] = None,
     score_range: Optional[Tuple[float, float]] = None,
-    name: str = "pyiqa",
+    dataset_name: str = "pyiqa",
 ) -> "Dataset":
     """A pyiqa-style meta-info CSV (the format of pyiqa's ``meta_info_*.csv`` files).
 
@@ -441,7 +442,7 @@ def read_pyiqa_meta(
     Image names are relative to ``image_dir`` (pyiqa's ``dataroot_target``). As in pyiqa, the score column is read
     as is, whatever it is called, unless ``dmos_max`` is given: then ``mos = dmos_max - score`` (for LIVE and
     CSIQ-style difference scores). The scale is ``(0, dmos_max)`` with ``dmos_max``, else ``score_range`` or the
-    range found in the file. Only the CSV form is read (not pyiqa's older whitespace-separated ``.txt``).
+    range found in the file; ``dataset_name`` names the set. Only the CSV form is read (not pyiqa's older whitespace-separated ``.txt``).
     """
     label_path = require_file(meta_info_file)
     index = ImageIndex(require_dir(image_dir, "image folder"))
@@ -466,9 +467,9 @@ def read_pyiqa_meta(
     if not rows:
         raise IQADataError("no labelled images found", file=label_path)
     if dmos_max is not None:
-        scale = _scale_from_data(name, [], (0.0, dmos_max), False, f"{name} difference scores")
+        scale = _scale_from_data(dataset_name, [], (0.0, dmos_max), False, f"{dataset_name} difference scores")
     else:
-        scale = _scale_from_data(name, [r.original for r in rows], score_range, True, f"{name} scores")
+        scale = _scale_from_data(dataset_name, [r.original for r in rows], score_range, True, f"{dataset_name} scores")
     return to_dataset(rows, scale, label_path)
 
 
