@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .errors import IQADataError, PathLike
 from .scales import ScoreScale, canonical_name, get_score_scale
@@ -34,6 +34,9 @@ from ._tables import (
     require_file,
     to_dataset,
 )
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 # --------------------------------------------------------------------------------------------------------------------
 # Synthetic data sets (reference scenes)
