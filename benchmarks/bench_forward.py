@@ -17,20 +17,24 @@ from transformers import ViTConfig, ViTModel
 from glia_hf import GLIAConfig, GLIAForImageQualityAssessment
 
 
-def timed(fn, repeats: int, warmup: int, device: str) -> float:
-    """Median wall time of `fn()` in seconds over `repeats` runs after `warmup` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def timed(functions: dict, repeats: int, warmup: int, device: str) -> dict:
+    """Median wall time in seconds of each function over `repeats` runs after `warmup` runs.
+
+    The functions take turns (a, b, a, b, ...), so that a change of load on a shared machine weighs on all of them
+    alike and their ratios stay meaningful.
+    """
+    times = {name: [] for name in functions}
+    for round_ in range(warmup + repeats):
+        for name, fn in functions.items():
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def peak_memory(fn, device: str) -> float | None:
@@ -73,11 +77,7 @@ def main(argv=None):
     def glia_forward():
         glia(pixel_values=pixels, fragment_values=fragments)
 
-    rows = [("plain ViTModel forward", timed(plain_forward, args.repeats, args.warmup, args.device),
-             peak_memory(plain_forward, args.device))]
-    rows.append(("GLIANet forward", timed(glia_forward, args.repeats, args.warmup, args.device),
-                 peak_memory(glia_forward, args.device)))
-
+    functions = {"plain ViTModel forward": plain_forward, "GLIANet forward": glia_forward}
     if args.train:
         plain.train().requires_grad_(True)
         glia.train()
@@ -90,10 +90,10 @@ def main(argv=None):
         def glia_train_step():
             glia(pixel_values=pixels, fragment_values=fragments, labels=labels).loss.backward()
 
-        rows.append(("plain ViT full fine-tune step", timed(plain_full_finetune_step, args.repeats, args.warmup,
-                     args.device), peak_memory(plain_full_finetune_step, args.device)))
-        rows.append(("GLIANet training step", timed(glia_train_step, args.repeats, args.warmup, args.device),
-                     peak_memory(glia_train_step, args.device)))
+        functions["plain ViT full fine-tune step"] = plain_full_finetune_step
+        functions["GLIANet training step"] = glia_train_step
+    seconds = timed(functions, args.repeats, args.warmup, args.device)
+    rows = [(name, seconds[name], peak_memory(fn, args.device)) for name, fn in functions.items()]
 
     print(f"device={args.device} dtype={args.dtype} batch={args.batch_size} threads={torch.get_num_threads()} "
           f"torch={torch.__version__}; GLIANet trainable parameters: {trainable:,}")

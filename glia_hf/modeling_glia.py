@@ -101,7 +101,8 @@ class GLIACrossAttention(nn.Module):
 class GLIABlock(nn.Module):
     """One Global-Local Interaction Adapter, placed in front of a frozen ViT block (equations in the module doc)."""
 
-    def __init__(self, config: GLIAConfig):
+    def __init__(self, config: GLIAConfig, refine_prior: bool = True):
+        """`refine_prior=False` leaves out the GLR step: the model does so where no later block would read the prior."""
         super().__init__()
         hidden_size = config.backbone_config.hidden_size
         lambda_shape = (config.latent_dim,) if config.lambda_shape == "vector" else ()
@@ -112,7 +113,7 @@ class GLIABlock(nn.Module):
         if config.use_lgf:
             self.local_global_fusion = GLIACrossAttention(config.latent_dim, config.cross_attention_heads)
             self.lambda_d = nn.Parameter(torch.full(lambda_shape, float(config.lambda_init)))
-        if config.use_glr:
+        if config.use_glr and refine_prior:
             self.global_local_refine = GLIACrossAttention(config.latent_dim, config.cross_attention_heads)
             self.lambda_s = nn.Parameter(torch.full(lambda_shape, float(config.lambda_init)))
 
@@ -167,8 +168,17 @@ class GLIAModel(GLIAPreTrainedModel):
     def __init__(self, config: GLIAConfig):
         super().__init__(config)
         self.vit = ViTModel(config.backbone_config, add_pooling_layer=False)
-        self.prior_projection = nn.Linear(config.backbone_config.hidden_size, config.latent_dim)
-        self.glia_blocks = nn.ModuleDict({str(i): GLIABlock(config) for i in config.glia_layers})
+        # Only modules that can reach the score are built, so that every trainable parameter gets a gradient (which
+        # distributed data parallel training requires): the prior exists only if some block reads it (LGF), and the
+        # last block does not refine a prior that nothing reads afterwards.
+        self.uses_prior = config.use_lgf and len(config.glia_layers) > 0
+        self.prior_projection = (
+            nn.Linear(config.backbone_config.hidden_size, config.latent_dim) if self.uses_prior else None
+        )
+        last = config.glia_layers[-1] if config.glia_layers else None
+        self.glia_blocks = nn.ModuleDict(
+            {str(i): GLIABlock(config, refine_prior=self.uses_prior and i != last) for i in config.glia_layers}
+        )
         self.post_init()
         self.freeze_backbone()
 
@@ -176,15 +186,6 @@ class GLIAModel(GLIAPreTrainedModel):
         """Stop gradients to the ViT weights when the configuration asks for a frozen backbone (GLIANet always does)."""
         if self.config.freeze_backbone:
             self.vit.requires_grad_(False)
-
-    @property
-    def uses_prior(self) -> bool:
-        """Whether the guidance stream reaches the output: only through the LGF cross-attention of some GLIA block.
-
-        Without it (no GLIA block, or `use_lgf=False`) the guidance pass is skipped; this is how the single-stream
-        baselines (linear probe, full fine-tuning, LoRA, adapters, VPT) run on the same model class.
-        """
-        return bool(self.glia_blocks) and self.config.use_lgf
 
     def encode_guidance(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Final tokens (after the final layer norm) of the plain ViT on the guidance image: `Fs` in the paper.
