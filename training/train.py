@@ -297,6 +297,16 @@ def build_model(config: TrainConfig, scale):
     )
 
 
+def unreachable_trainable(model) -> List[str]:
+    """Trainable parameters that no output depends on: the prior projection when no GLIA block reads the prior
+    (e.g. the ``use_lgf: false`` ablation). Their gradient stays empty, which DDP must be told to expect."""
+    glia = getattr(model, "glia", None)
+    projection = getattr(glia, "prior_projection", None)
+    if projection is None or getattr(glia, "uses_prior", True):
+        return []
+    return [f"glia.prior_projection.{name}" for name, p in projection.named_parameters() if p.requires_grad]
+
+
 def method_label(config: TrainConfig) -> str:
     """``glia`` or e.g. ``glia [use_glr=false]`` for an ablation; the baselines by name (with non-default options)."""
     parts = []
@@ -455,6 +465,11 @@ class Run:
             scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
         else:
             scheduler = get_constant_schedule_with_warmup(optimizer, warmup)
+        unreachable = unreachable_trainable(model)
+        if unreachable and accelerator.num_processes > 1:
+            logger.warning("trainable parameters that the loss never reaches: %s; DDP will look for unused "
+                           "parameters every step", unreachable)
+        self.ddp_kwargs.find_unused_parameters = bool(unreachable)
         model, optimizer, train_loader, test_loader, scheduler = accelerator.prepare(
             model, optimizer, train_loader, test_loader, scheduler
         )
@@ -960,14 +975,19 @@ def main(argv: Optional[Sequence[str]] = None, on_epoch_end: Optional[Callable[[
     mixed_precision = config.optim.mixed_precision
     if mixed_precision == "auto":
         mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    # `accelerate launch --cpu --num_processes N` starts one process unless MPI is set up; `accelerate launch
+    # --multi_gpu --num_processes N` (torchrun) on a machine without a GPU starts N, which Accelerate joins over gloo
+    # only when told to use the CPU. So: several torchrun processes and no GPU means CPU data parallel.
+    cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ and not torch.cuda.is_available()
+    ddp_kwargs = DistributedDataParallelKwargs()  # find_unused_parameters is set per model, see unreachable_trainable
     accelerator = Accelerator(
+        cpu=cpu_ddp,
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=config.optim.gradient_accumulation_steps,
         log_with=make_trackers(config.output.trackers, run_dir / "logs"),
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
         dataloader_config=DataLoaderConfiguration(split_batches=True),
-        # The last GLIA block's refined prior feeds nothing, so its GLR weights get no gradient: DDP must allow it.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        kwargs_handlers=[ddp_kwargs],
     )
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -980,6 +1000,7 @@ def main(argv: Optional[Sequence[str]] = None, on_epoch_end: Optional[Callable[[
                       f"device {accelerator.device}, mixed precision {accelerator.mixed_precision})")
 
     run = Run(config, run_dir, accelerator, args)
+    run.ddp_kwargs = ddp_kwargs
     run.on_epoch_end = on_epoch_end
     run.load_data()
     results = []
