@@ -1,0 +1,327 @@
+"""The paper's protocols (eval.protocols): expansion into runs, table assembly from results files, one real run.
+
+Expansion and assembly never train: the results files are written by hand in the format ``training/train.py``
+writes (``results.json`` with a ``splits`` list). The last test runs a whole protocol (Table 4's four GLIA variants)
+through the real training loop on a tiny generated CSV data set with the tiny ViT of conftest.py, 1 split, 1 epoch.
+"""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from eval import protocols
+from eval.protocols import ProtocolError, expand
+from tests.conftest import tiny_vit_config
+
+
+def tiny_backbone() -> dict:
+    vit = tiny_vit_config()
+    keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "image_size", "patch_size")
+    return {key: getattr(vit, key) for key in keys}
+
+
+def write_base(path: Path, data: dict, backbone=None, **sections) -> Path:
+    values = {
+        "data": {"num_splits": 3, **data},
+        "model": {"backbone": backbone if backbone is not None else tiny_backbone(),
+                  "glia": {"latent_dim": 16, "cross_attention_heads": 2}},
+        "optim": {"epochs": 1, "batch_size": 4},
+        "eval": {"num_views": 1, "batch_size": 4},
+        "output": {"plots": False, "log_every": 1},
+    }
+    for section, content in sections.items():
+        values.setdefault(section, {}).update(content)
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+@pytest.fixture
+def builtin_base(tmp_path):
+    return write_base(tmp_path / "builtin.yaml", {"dataset": "builtin"})
+
+
+def overrides_of(plan):
+    return {run.run_id: run.cell.overrides for run in plan.runs}
+
+
+# ------------------------------------------------------------------------------------------------ expansion
+
+
+def test_every_protocol_expands_into_the_expected_runs(tmp_path, builtin_base):
+    out = tmp_path / "out"
+    expected_rows = {
+        "intra": [("glia",)],
+        "data_efficient": [(0.2, "glia"), (0.4, "glia"), (0.6, "glia")],
+        "ablation_components": [(False, False), (True, False), (False, True), (True, True)],
+        "ablation_streams": [("semantic", "semantic"), ("detail", "detail"), ("semantic", "detail"),
+                             ("detail", "semantic")],
+        "methods": [(m,) for m in ("linear_probe", "full_finetune", "adapter", "lora", "vpt", "glia")],
+        "cross": [("glia",), ("glia",)],
+    }
+    for table, rows in expected_rows.items():
+        plan = expand(table, [builtin_base], splits=[0, 1, 2], out=out)
+        assert [cell.row for cell in plan.cells] == rows, table
+        assert len(plan.runs) == 3 * len(rows)
+        assert [run.split for run in plan.runs] == [0, 1, 2] * len(rows)
+        for run in plan.runs:
+            assert run.config["data"]["splits"] == [run.split]
+            assert run.run_dir == out / "runs" / run.run_id
+            assert run.config["output"]["dir"] == str(run.run_dir)
+            assert run.config["output"]["save_model"] is False
+            assert run.run_id.split("-")[-2] == f"s{run.split}"
+        assert len({run.run_id for run in plan.runs}) == len(plan.runs)
+
+    components = expand("ablation_components", [builtin_base], splits=[0], out=out)
+    assert [(r.name, r.config["model"]["glia"].get("use_lgf"), r.config["model"]["glia"].get("use_glr"))
+            for r in components.runs] == [
+        ("builtin-glia-lgf0-glr0-s0", False, False), ("builtin-glia-lgf1-glr0-s0", True, False),
+        ("builtin-glia-lgf0-glr1-s0", False, True), ("builtin-glia-s0", True, True)]
+    streams = expand("ablation_streams", [builtin_base], splits=[0], out=out)
+    assert [(r.config["model"]["glia"]["guidance_stream"], r.config["model"]["glia"]["main_stream"])
+            for r in streams.runs] == list(protocols.STREAM_ROWS)
+    efficient = expand("data_efficient", [builtin_base], splits=[0], out=out)
+    assert [r.config["data"]["train_fraction"] for r in efficient.runs] == [0.2, 0.4, 0.6]
+    assert [r.name for r in efficient.runs] == ["builtin-glia-frac0.2-s0", "builtin-glia-frac0.4-s0",
+                                                "builtin-glia-frac0.6-s0"]
+    methods = expand("methods", [builtin_base], splits=[0], out=out)
+    assert [r.config["model"]["method"] for r in methods.runs] == list(protocols.DEFAULT_METHODS)
+    # Every run of a data set reads the same splits file.
+    files = {r.config["data"]["splits_file"] for p in (components, streams, efficient, methods) for r in p.runs}
+    assert len(files) == 1 and files.pop().startswith(str(out / "splits"))
+
+
+def test_the_default_glia_run_is_shared_between_tables(tmp_path, builtin_base):
+    ids = {
+        table: {r.run_id for r in expand(table, [builtin_base], splits=[0], out=tmp_path).runs}
+        for table in ("intra", "ablation_components", "ablation_streams", "methods")
+    }
+    shared = set.intersection(*ids.values())
+    assert len(shared) == 1 and next(iter(shared)).startswith("builtin-glia-s0-")
+    # A changed recipe is a different run.
+    longer = expand("intra", [builtin_base], splits=[0], out=tmp_path, overrides=["--optim.epochs", "2"])
+    assert longer.runs[0].run_id not in shared and longer.runs[0].config["optim"]["epochs"] == 2
+
+
+def test_cross_with_one_builtin_config_uses_two_disjoint_parts(tmp_path, builtin_base):
+    plan = expand("cross", [builtin_base], splits=[0, 1], out=tmp_path)
+    assert [cell.column for cell in plan.cells] == [("builtin:structural", "builtin:photometric"),
+                                                    ("builtin:photometric", "builtin:structural")]
+    first = plan.runs[0].config["data"]
+    train, test = first["dataset_options"], first["test_dataset_options"]
+    assert first["dataset"] == first["test_dataset"] == "builtin"
+    assert not set(train["scenes"]) & set(test["scenes"])
+    assert not set(train["distortions"]) & set(test["distortions"])
+    assert set(train["distortions"]) | set(test["distortions"]) == set(protocols.STRUCTURAL_DISTORTIONS) | set(
+        protocols.PHOTOMETRIC_DISTORTIONS)
+    second = plan.runs[2].config["data"]
+    assert second["dataset_options"] == test and second["test_dataset_options"] == train
+    assert first["splits_file"] != second["splits_file"]  # two data sets, two splits files
+    assert "disjoint scenes" in plan.notes[0]
+
+
+def test_cross_with_several_configs_uses_every_ordered_pair(tmp_path):
+    a = write_base(tmp_path / "a.yaml", {"dataset": "csv", "data_dir": "/data/a/labels.csv",
+                                         "dataset_options": {"name": "setA"}})
+    b = write_base(tmp_path / "b.yaml", {"dataset": "koniq10k", "data_dir": "/data/koniq"})
+    plan = expand("cross", [a, b], splits=[0], out=tmp_path)
+    assert [cell.column for cell in plan.cells] == [("setA", "koniq10k"), ("koniq10k", "setA")]
+    data = plan.runs[0].config["data"]
+    assert (data["dataset"], data["test_dataset"], data["test_data_dir"]) == ("csv", "koniq10k", "/data/koniq")
+    assert plan.runs[1].config["data"]["test_dataset_options"] == {"name": "setA"}
+    with pytest.raises(ProtocolError, match="two or more"):
+        expand("cross", [b], splits=[0], out=tmp_path)
+
+
+def test_intra_takes_one_column_per_base_config(tmp_path, builtin_base):
+    other = write_base(tmp_path / "k.yaml", {"dataset": "koniq10k", "data_dir": "/data/koniq"})
+    plan = expand("intra", [builtin_base, other], splits=[0, 1], out=tmp_path)
+    assert [cell.column for cell in plan.cells] == ["builtin", "koniq10k"]
+    assert len(plan.runs) == 4
+
+
+def test_bad_requests_are_refused(tmp_path, builtin_base):
+    with pytest.raises(ProtocolError, match="model.method"):
+        expand("methods", [builtin_base], splits=[0], out=tmp_path, overrides=["--model.method", "lora"])
+    with pytest.raises(ProtocolError, match="use_glr"):
+        expand("ablation_components", [builtin_base], out=tmp_path, overrides=["--model.glia.use_glr", "false"])
+    with pytest.raises(ProtocolError, match="data.splits"):
+        expand("intra", [builtin_base], out=tmp_path, overrides=["--data.splits", "[0]"])
+    with pytest.raises(ProtocolError, match="out of range"):
+        expand("intra", [builtin_base], splits=[5], out=tmp_path)
+    with pytest.raises(ProtocolError, match="Unknown config key"):
+        expand("intra", [builtin_base], out=tmp_path, overrides=["--optim.epoch", "2"])
+    with pytest.raises(ProtocolError, match="unknown protocol"):
+        expand("table7", [builtin_base], out=tmp_path)
+    # Ordinary recipe overrides go through to every run.
+    plan = expand("intra", [builtin_base], splits=[0], out=tmp_path, overrides=["--optim.epochs", "3",
+                                                                                "--output.save_model", "true"])
+    assert plan.runs[0].config["optim"]["epochs"] == 3 and plan.runs[0].config["output"]["save_model"] is True
+
+
+def test_dry_run_lists_runs_without_training(tmp_path, builtin_base, capsys):
+    code = protocols.main(["ablation_streams", "--base-config", str(builtin_base), "--splits", "0", "1",
+                           "--out", str(tmp_path / "out"), "--dry-run", "--optim.lr", "1e-4"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "4 cells x 2 splits = 8 runs" in text and text.count("[to run]") == 8
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+# ------------------------------------------------------------------------------------------------ table assembly
+
+
+def fake_results(plan, score, trainable=None):
+    """Write a results.json like the training loop's into every run directory of a plan."""
+    for run in plan.runs:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        srcc, plcc = score(run)
+        entry = {"split": run.split, "srcc": srcc, "plcc": plcc, "krcc": 0.5, "rmse": 0.3,
+                 "trainable_parameters": (trainable or {}).get(run.config["model"]["method"], 1000)}
+        if run.cell.result_part == "cross":
+            entry["cross"] = {"builtin": {"srcc": srcc - 0.2, "plcc": plcc - 0.2}}
+        payload = {"method": run.config["model"]["method"], "splits": [entry],
+                   "trainable_parameters": entry["trainable_parameters"]}
+        (run.run_dir / "results.json").write_text(json.dumps(payload))
+
+
+def table_lines(plan):
+    md_path, csv_path = protocols.write_outputs(plan)
+    markdown = md_path.read_text()
+    rows = list(csv.reader(csv_path.open()))
+    return markdown, rows
+
+
+def test_tables_follow_the_paper_layout(tmp_path, builtin_base):
+    out = tmp_path / "out"
+
+    plan = expand("ablation_components", [builtin_base], splits=[0, 1, 2], out=out)
+    fake_results(plan, lambda run: (0.1 * run.split + 0.5 * run.cell.row[0] + 0.2 * run.cell.row[1], 0.6))
+    markdown, rows = table_lines(plan)
+    assert rows[0] == ["LGF", "GLR", "builtin SRCC", "builtin SRCC mean", "builtin SRCC std", "builtin PLCC",
+                       "builtin PLCC mean", "builtin PLCC std"]
+    assert [r[:2] for r in rows[1:]] == [["✗", "✗"], ["✓", "✗"], ["✗", "✓"], ["✓", "✓"]]
+    assert float(rows[4][2]) == pytest.approx(0.8)  # both modules: median of 0.7, 0.8, 0.9
+    assert markdown.startswith("**Table 4.**")
+    assert "over 3 splits" in markdown and "backbone: randomly initialised ViT (hidden 32, 2 blocks" in markdown
+    assert "[random-initialised backbone, pseudo-MOS]" in markdown
+    assert (out / "table4_ablation_components.md").is_file() and (out / "table4_ablation_components.runs.json").is_file()
+
+    plan = expand("methods", [builtin_base], splits=[0, 1, 2], out=out)
+    params = {"linear_probe": 33, "full_finetune": 27_000, "adapter": 1_500, "lora": 900, "vpt": 700,
+              "glia": 5_000_000}
+    fake_results(plan, lambda run: (0.7, 0.75), trainable=params)
+    markdown, rows = table_lines(plan)
+    assert rows[0][:3] == ["Method", "Trainable params", "builtin SRCC"]
+    assert [(r[0], int(r[1])) for r in rows[1:]] == [
+        ("Linear probe", 33), ("Full fine-tune", 27_000), ("Adapter", 1_500), ("LoRA", 900), ("VPT", 700),
+        ("GLIA (ours)", 5_000_000)]
+    assert "| GLIA (ours) | 5.00M | 0.700 (0.700 ± 0.000) |" in markdown
+
+    plan = expand("data_efficient", [builtin_base], splits=[0, 1], out=out)
+    fake_results(plan, lambda run: (run.cell.row[0], 0.5))
+    markdown, rows = table_lines(plan)
+    assert [r[:3] for r in rows[1:]] == [["20%", "GLIA (ours)", "0.2"], ["40%", "GLIA (ours)", "0.4"],
+                                         ["60%", "GLIA (ours)", "0.6"]]
+    assert "over 2 splits" in markdown
+
+    plan = expand("ablation_streams", [builtin_base], splits=[0], out=out)
+    fake_results(plan, lambda run: (0.5, 0.5))
+    markdown, rows = table_lines(plan)
+    assert [r[:2] for r in rows[1:]] == [list(pair) for pair in protocols.STREAM_ROWS]
+    assert "over 1 split " in markdown
+
+    plan = expand("cross", [builtin_base], splits=[0, 1, 2], out=out)
+    fake_results(plan, lambda run: (0.9, 0.9))
+    markdown, rows = table_lines(plan)
+    assert rows[0] == ["Method", "builtin:structural → builtin:photometric SRCC",
+                       "builtin:structural → builtin:photometric SRCC mean",
+                       "builtin:structural → builtin:photometric SRCC std",
+                       "builtin:photometric → builtin:structural SRCC",
+                       "builtin:photometric → builtin:structural SRCC mean",
+                       "builtin:photometric → builtin:structural SRCC std"]
+    assert float(rows[1][1]) == pytest.approx(0.7)  # the cross-data-set number, not the split's own test part
+    assert "disjoint distortion families" in markdown and "pseudo-MOS" in markdown
+
+
+def test_missing_runs_are_blank_and_labels_follow_the_config(tmp_path):
+    real = write_base(tmp_path / "k.yaml", {"dataset": "koniq10k", "data_dir": "/data/koniq"},
+                      backbone="google/vit-base-patch16-224")
+    plan = expand("intra", [real], splits=[0, 1, 2], out=tmp_path / "out")
+    fake_results(plan, lambda run: (0.9, 0.92))
+    (plan.runs[2].run_dir / "results.json").unlink()
+    markdown, rows = table_lines(plan)
+    assert "over 2 splits" in markdown and "backbone: google/vit-base-patch16-224" in markdown
+    assert "pseudo-MOS" not in markdown and "random-initialised" not in markdown
+    plan = expand("intra", [real], splits=[7], out=tmp_path / "out2", overrides=["--data.num_splits", "10"])
+    markdown, rows = table_lines(plan)
+    assert rows[1][1] == "" and "no splits" in markdown
+
+
+# ------------------------------------------------------------------------------------------------ a real protocol
+
+
+@pytest.fixture
+def tiny_csv(tmp_path):
+    """16 images (4 scenes x 4 blur levels) whose score falls with the blur."""
+    root = tmp_path / "tiny_iqa"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for scene in range(4):
+        base = Image.fromarray(rng.integers(0, 256, (224, 232, 3), dtype=np.uint8))
+        for level in range(4):
+            image = base.resize((232 // (level + 1), 224 // (level + 1))).resize((232, 224))
+            name = f"s{scene}_l{level}.png"
+            image.save(root / name)
+            rows.append((name, 5.0 - level + float(rng.normal(0, 0.1)), f"s{scene}"))
+    with open(root / "labels.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "mos", "ref"])
+        writer.writerows(rows)
+    return root / "labels.csv"
+
+
+def test_ablation_protocol_end_to_end(tmp_path, tiny_csv, capsys):
+    base = write_base(tmp_path / "tiny.yaml", {"dataset": "csv", "data_dir": str(tiny_csv)},
+                      output={"plots": False, "log_every": 1, "save_state_every_epoch": False})
+    out = tmp_path / "protocols"
+    argv = ["ablation_components", "--base-config", str(base), "--splits", "0", "--out", str(out)]
+    assert protocols.main(argv) == 0
+    text = capsys.readouterr().out
+    assert text.count(": done") == 4
+    results = sorted(out.glob("runs/*/results.json"))
+    assert len(results) == 4
+    assert all((path.parent / protocols.RUN_RECORD).is_file() for path in results)
+    rows = list(csv.reader((out / "table4_ablation_components.csv").open()))
+    assert [r[:2] for r in rows[1:]] == [["✗", "✗"], ["✓", "✗"], ["✗", "✓"], ["✓", "✓"]]
+    assert all(r[2] != "" for r in rows[1:])  # every cell has a result
+    markdown = (out / "table4_ablation_components.md").read_text()
+    assert "over 1 split" in markdown and "[random-initialised backbone]" in markdown
+
+    # Running it again trains nothing: every run is found finished.
+    assert protocols.main(argv) == 0
+    assert capsys.readouterr().out.count(": cached") == 4
+
+
+def test_a_base_splits_file_is_kept_only_for_its_own_data_set(tmp_path):
+    base = write_base(tmp_path / "b.yaml", {"dataset": "builtin", "splits_file": "my/splits.json"})
+    plan = expand("intra", [base], splits=[0], out=tmp_path)
+    assert plan.runs[0].config["data"]["splits_file"] == "my/splits.json"
+    plan = expand("intra", [base], splits=[0], out=tmp_path,
+                  overrides=["--data.dataset_options", "{distortions: [jpeg]}"])
+    assert plan.runs[0].config["data"]["splits_file"].startswith(str(tmp_path / "splits"))
+    plan = expand("cross", [base], splits=[0], out=tmp_path)
+    assert all(r.config["data"]["splits_file"] != "my/splits.json" for r in plan.runs)
+
+
+def test_methods_table_counts_parameters_of_runs_not_yet_trained(tmp_path, builtin_base):
+    plan = expand("methods", [builtin_base], splits=[0], out=tmp_path)
+    markdown, rows = table_lines(plan)
+    counts = {r[0]: int(r[1]) for r in rows[1:]}
+    assert counts["Full fine-tune"] > counts["GLIA (ours)"] > counts["LoRA"] > counts["Linear probe"] > 0
+    assert all(r[2] == "" for r in rows[1:])  # no scores yet
