@@ -11,6 +11,7 @@ from .configuration_glia import GLIAConfig
 from .fragment_sampling import sample_fragments
 from .image_processing_glia import GLIAImageProcessor
 from .modeling_glia import GLIAForImageQualityAssessment, GLIAModel, GLIAPreTrainedModel, quality_loss
+from .pipeline_glia import ImageQualityAssessmentPipeline, register_pipeline
 
 
 __version__ = "0.1.0"
@@ -21,6 +22,8 @@ AutoImageProcessor.register(GLIAConfig, slow_image_processor_class=GLIAImageProc
 GLIAConfig.register_for_auto_class()
 GLIAForImageQualityAssessment.register_for_auto_class("AutoModel")
 GLIAImageProcessor.register_for_auto_class("AutoImageProcessor")
+# pipeline("image-quality-assessment", ...); every saved checkpoint carries the pipeline code and config entry.
+register_pipeline(GLIAForImageQualityAssessment)
 
 __all__ = [
     "GLIAConfig",
@@ -28,6 +31,7 @@ __all__ = [
     "GLIAImageProcessor",
     "GLIAModel",
     "GLIAPreTrainedModel",
+    "ImageQualityAssessmentPipeline",
     "quality_loss",
     "sample_fragments",
 ]

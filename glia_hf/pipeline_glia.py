@@ -1,0 +1,213 @@
+"""The `image-quality-assessment` pipeline: image files or PIL images in, one quality score per image out.
+
+    from transformers import pipeline
+
+    scorer = pipeline("image-quality-assessment", model="path/to/glianet", trust_remote_code=True)
+    scorer("photo.jpg")                                   # {"score": 3.71}
+    scorer(["a.jpg", pil_image], batch_size=8)            # [{"score": ...}, {"score": ...}]
+    scorer("photo.jpg", num_samples=15, seed=0)           # mean over 15 random fragment views
+
+Scores are on the scale of the data set the model was trained on (`config.score_min` .. `config.score_max`, higher is
+better). This file is saved beside the modeling files of every GLIANet checkpoint and recorded in the `custom_pipelines`
+entry of its `config.json`, so the call above works in a Python that only has transformers: keep its imports to
+transformers, torch, PIL, numpy and the flat GLIA modules next to it (relative imports).
+"""
+
+import functools
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile
+from transformers import AutoModel, Pipeline
+from transformers.dynamic_module_utils import get_relative_import_files
+from transformers.pipelines import PIPELINE_REGISTRY
+
+from .image_processing_glia import GLIAImageProcessor, pil_to_rgb
+
+
+PIPELINE_TASK = "image-quality-assessment"
+DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+_PIL_SETTINGS_LOCK = threading.Lock()
+_UNSET = object()
+
+
+def open_image_file(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Read an image file into an 8-bit RGB PIL image, upright as its EXIF orientation says.
+
+    Fails with an `OSError` whose message names the file when the file is missing, is not an image, is corrupt or is
+    truncated (a half-decoded picture is never scored), and with a `ValueError` when it has more than `max_pixels`
+    pixels (`None` or 0: no limit). The pixel count is read from the file header, before anything is decoded: GLIANet
+    cuts its detail view out of the full-resolution image, so a huge image is refused rather than silently downscaled.
+    """
+    path = os.fspath(path)
+    if path.startswith(("http://", "https://")):
+        raise ValueError(f"{path}: URLs are not fetched by this pipeline; download the image and pass the local file.")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such image file.")
+    with _PIL_SETTINGS_LOCK:
+        previous_limit, previous_truncated = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
+        # Our own limit replaces PIL's decompression-bomb check; truncated files must fail, whatever a caller set.
+        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = None, False
+        try:
+            try:
+                image = Image.open(path)
+            except (OSError, SyntaxError, ValueError, EOFError) as error:
+                raise OSError(f"{path}: cannot read image ({type(error).__name__}: {error})") from error
+            with image:
+                width, height = image.size
+                if max_pixels and width * height > max_pixels:
+                    raise ValueError(
+                        f"{path}: the image has {width}x{height} = {width * height:,} pixels, more than the limit of "
+                        f"{max_pixels:,}. Downscale it first, or raise the limit (max_pixels / --max-pixels)."
+                    )
+                try:
+                    image.load()
+                    return pil_to_rgb(image)
+                except (OSError, SyntaxError, ValueError, EOFError) as error:
+                    raise OSError(f"{path}: cannot read image ({type(error).__name__}: {error})") from error
+        finally:
+            Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = previous_limit, previous_truncated
+
+
+class ImageQualityAssessmentPipeline(Pipeline):
+    """Scores the perceptual quality of images with a GLIANet model (blind IQA: no reference image needed).
+
+    Inputs: a local file path (`str` or `pathlib.Path`), a PIL image, a NumPy array or tensor (as accepted by
+    `GLIAImageProcessor`), or a list of these. URLs are refused: nothing is downloaded.
+
+    Output: `{"score": float}` per image, or a list of them for a list input. The score is on the data set's scale.
+
+    Call options (also accepted when building the pipeline):
+        num_samples: average the score over this many random fragment views per image (test-time averaging). Without
+            it, one view with centred fragments is scored (deterministic).
+        seed: seed of the random views (default 0 when `num_samples` is given). Each image draws from its own seeded
+            generator, so an image gets the same score alone or in any batch.
+        max_pixels: refuse image files with more pixels than this (default: PIL's decompression-bomb limit,
+            about 89.5 megapixels; 0 or `None` for no limit).
+        batch_size: the transformers pipeline option, images per forward pass.
+    """
+
+    _load_processor = False
+    _load_image_processor = None
+    _load_feature_extractor = False
+    _load_tokenizer = False
+
+    def __init__(self, model, image_processor=None, **kwargs):
+        if image_processor is None:
+            image_processor = GLIAImageProcessor.from_config(model.config)
+        super().__init__(model=model, image_processor=image_processor, **kwargs)
+        self.model.eval()
+
+    def _sanitize_parameters(self, num_samples=None, seed=None, max_pixels=_UNSET, **unused):
+        if unused:
+            raise TypeError(f"Unexpected arguments for the image-quality-assessment pipeline: {sorted(unused)}.")
+        preprocess = {}
+        if num_samples is not None:
+            if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+                raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}.")
+            preprocess["num_samples"] = num_samples
+        if seed is not None:
+            preprocess["seed"] = int(seed)
+        if max_pixels is not _UNSET:
+            preprocess["max_pixels"] = max_pixels
+        return preprocess, {}, {}
+
+    def __call__(self, inputs, **kwargs):
+        """Score one image (returns a dict) or a list/tuple of images (returns a list of dicts, in input order)."""
+        if isinstance(inputs, tuple):
+            inputs = list(inputs)
+        if isinstance(inputs, list) and not inputs:
+            return []
+        return super().__call__(inputs, **kwargs)
+
+    def preprocess(self, image, num_samples=None, seed=None, max_pixels=DEFAULT_MAX_PIXELS):
+        if isinstance(image, (str, os.PathLike)):
+            image = open_image_file(image, max_pixels=max_pixels)
+        elif isinstance(image, Image.Image):
+            image = pil_to_rgb(image)
+        elif not isinstance(image, (np.ndarray, torch.Tensor)):
+            raise TypeError(
+                f"Cannot score an input of type {type(image).__name__}: give a local file path, a PIL image, a NumPy "
+                "array or a tensor."
+            )
+        if num_samples is not None and seed is None:
+            seed = 0
+        features = self.image_processor(images=image, num_samples=num_samples, seed=seed)
+        return {"pixel_values": features["pixel_values"], "fragment_values": features["fragment_values"]}
+
+    def _forward(self, model_inputs):
+        outputs = self.model(
+            pixel_values=model_inputs["pixel_values"], fragment_values=model_inputs["fragment_values"]
+        )
+        return {"score": outputs.score.float()}
+
+    def postprocess(self, model_outputs):
+        return {"score": float(model_outputs["score"].reshape(-1)[0])}
+
+
+def custom_pipelines_entry() -> dict:
+    """The `custom_pipelines` value that `config.json` needs for `pipeline(..., trust_remote_code=True)` to find us."""
+    return {
+        PIPELINE_TASK: {
+            "impl": f"{Path(__file__).stem}.{ImageQualityAssessmentPipeline.__name__}",
+            "pt": ["AutoModel"],
+            "type": "image",
+        }
+    }
+
+
+def save_pipeline_code(save_directory) -> list[str]:
+    """Copy this file, and the GLIA files it imports, into `save_directory` (names only, no package)."""
+    save_directory = Path(save_directory)
+    save_directory.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for source in [__file__, *get_relative_import_files(__file__)]:
+        destination = save_directory / Path(source).name
+        if Path(source).resolve() != destination.resolve():
+            shutil.copyfile(source, destination)
+        copied.append(str(destination))
+    return copied
+
+
+def register_pipeline(model_class=None) -> None:
+    """Make the pipeline available under the task name `image-quality-assessment`.
+
+    Registers it with transformers' pipeline registry (the model is loaded through `AutoModel`, i.e. the checkpoint's
+    `auto_map`). With `model_class`, that class's `save_pretrained` is extended so that every saved checkpoint carries
+    the pipeline: this file is copied beside the modeling files and `config.json` gets the `custom_pipelines` entry.
+    Safe to call more than once.
+    """
+    registered = PIPELINE_REGISTRY.supported_tasks.get(PIPELINE_TASK, {}).get("impl")
+    if registered is not ImageQualityAssessmentPipeline:
+        PIPELINE_REGISTRY.register_pipeline(
+            PIPELINE_TASK, pipeline_class=ImageQualityAssessmentPipeline, pt_model=AutoModel, type="image"
+        )
+    if model_class is None or getattr(model_class.save_pretrained, "_saves_glia_pipeline", False):
+        return
+    plain_save_pretrained = model_class.save_pretrained
+
+    @functools.wraps(plain_save_pretrained)
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        self.config.custom_pipelines = {**(getattr(self.config, "custom_pipelines", None) or {}),
+                                        **custom_pipelines_entry()}
+        result = plain_save_pretrained(self, save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True) and os.path.isdir(save_directory):
+            save_pipeline_code(save_directory)
+        return result
+
+    save_pretrained._saves_glia_pipeline = True
+    model_class.save_pretrained = save_pretrained
+
+
+__all__ = [
+    "ImageQualityAssessmentPipeline",
+    "PIPELINE_TASK",
+    "custom_pipelines_entry",
+    "open_image_file",
+    "register_pipeline",
+    "save_pipeline_code",
+]

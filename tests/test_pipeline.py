@@ -1,0 +1,201 @@
+"""pipeline("image-quality-assessment"): saved with every checkpoint, usable without glia_hf, batch independent."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import pipeline
+
+from glia_hf import GLIAImageProcessor, ImageQualityAssessmentPipeline
+from glia_hf.cli import score_files
+from glia_hf.data.images import load_image
+from glia_hf.pipeline_glia import PIPELINE_TASK
+from tests.test_cli import GOOD_IMAGES, save_tiny_glia, write_images
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    model = save_tiny_glia(root / "model")
+    return root, model, write_images(root / "images")
+
+
+@pytest.fixture
+def scorer(workspace):
+    root, _, _ = workspace
+    return pipeline(PIPELINE_TASK, model=str(root / "model"), trust_remote_code=True, device="cpu")
+
+
+def direct_scores(model, images, **options):
+    processor = GLIAImageProcessor.from_config(model.config)
+    with torch.no_grad():
+        return model(**processor(images=images, **options)).score.tolist()
+
+
+def test_a_saved_model_carries_the_pipeline(workspace):
+    root, _, _ = workspace
+    directory = root / "model"
+    files = {p.name for p in directory.iterdir()}
+    assert {"pipeline_glia.py", "modeling_glia.py", "image_processing_glia.py", "fragment_sampling.py",
+            "configuration_glia.py", "config.json", "model.safetensors", "preprocessor_config.json"} <= files
+    source = Path(__file__).resolve().parents[1] / "glia_hf" / "pipeline_glia.py"
+    assert (directory / "pipeline_glia.py").read_text() == source.read_text()
+    config = json.loads((directory / "config.json").read_text())
+    assert config["custom_pipelines"] == {
+        PIPELINE_TASK: {"impl": "pipeline_glia.ImageQualityAssessmentPipeline", "pt": ["AutoModel"], "type": "image"}
+    }
+    pipeline_source = (directory / "pipeline_glia.py").read_text()
+    assert "glia_hf" not in pipeline_source.replace("glia_hf.", "")  # no import of the package
+    assert "import glia_hf" not in pipeline_source and "from glia_hf" not in pipeline_source
+
+
+def test_scores_paths_pil_images_arrays_and_lists(workspace, scorer):
+    _, model, paths = workspace
+    rgb = paths["rgb.png"]
+    single = scorer(str(rgb))
+    assert set(single) == {"score"} and isinstance(single["score"], float)
+    (expected,) = direct_scores(model, load_image(rgb))
+    assert single["score"] == pytest.approx(expected, abs=1e-6)
+    assert scorer(rgb)["score"] == pytest.approx(expected, abs=1e-6)  # pathlib.Path
+    assert scorer(Image.open(rgb))["score"] == pytest.approx(expected, abs=1e-6)
+    assert scorer(np.array(Image.open(rgb)))["score"] == pytest.approx(expected, abs=1e-6)
+
+    # Batch independence: the pipeline one image at a time, in batches of 4 in reverse order, and the command line's
+    # scorer (which reads files with glia_hf.data.images.load_image) in batches of 5 all agree.
+    files = [str(paths[name]) for name in GOOD_IMAGES if name != "large.jpg"]
+    processor = GLIAImageProcessor.from_config(model.config)
+    reference = {r.path: r.score for r in score_files(files, model, processor, batch_size=5, progress=False)}
+    batched = scorer(files[::-1], batch_size=4)
+    assert isinstance(batched, list) and len(batched) == len(files)
+    for f, r in zip(files[::-1], batched):
+        assert r["score"] == pytest.approx(reference[f], abs=1e-5), f
+    alone = {Path(f).name: scorer(f)["score"] for f in files if Path(f).name in ("exif.png", "upright.png",
+                                                                                 "gray.png", "gray16.png")}
+    for name, score in alone.items():
+        assert score == pytest.approx(reference[str(paths[name])], abs=1e-5), name
+    assert alone["exif.png"] == pytest.approx(alone["upright.png"], abs=1e-6)  # EXIF orientation applied
+    assert alone["gray16.png"] == pytest.approx(alone["gray.png"], abs=1e-6)  # 16-bit scaled to 8-bit
+    assert scorer(tuple(files[:2]))[1]["score"] == pytest.approx(reference[files[1]], abs=1e-5)
+    assert scorer([]) == []
+
+
+def test_test_time_averaging_options(workspace, scorer):
+    _, model, paths = workspace
+    files = [str(paths["rgb.png"]), str(paths["rgba.png"])]
+    averaged = [r["score"] for r in scorer(files, num_samples=3, seed=5, batch_size=2)]
+    alone = [scorer(f, num_samples=3, seed=5)["score"] for f in files]
+    np.testing.assert_allclose(averaged, alone, atol=1e-5)
+    np.testing.assert_allclose(averaged, direct_scores(model, [load_image(f) for f in files], num_samples=3, seed=5),
+                               atol=1e-5)
+    centred = [r["score"] for r in scorer(files)]
+    assert not np.allclose(averaged, centred, atol=1e-6)
+    assert scorer(files[0], num_samples=3)["score"] == pytest.approx(scorer(files[0], num_samples=3, seed=0)["score"])
+    with pytest.raises(ValueError, match="num_samples must be a positive integer"):
+        scorer(files[0], num_samples=0)
+
+
+def test_unreadable_inputs_fail_naming_the_file(workspace, scorer, tmp_path):
+    _, _, paths = workspace
+    with pytest.raises(ValueError, match="URLs are not fetched"):
+        scorer("https://example.com/photo.jpg")
+    with pytest.raises(FileNotFoundError, match="absent.png"):
+        scorer(str(tmp_path / "absent.png"))
+    with pytest.raises(OSError, match=r"notes\.jpg: cannot read image"):
+        scorer(str(paths["notes.jpg"]))
+    with pytest.raises(OSError, match=r"truncated\.jpg: cannot read image .*truncated"):
+        scorer(str(paths["truncated.jpg"]))
+    with pytest.raises(ValueError, match=r"large\.jpg: the image has 1600x1200 = 1,920,000 pixels"):
+        scorer(str(paths["large.jpg"]), max_pixels=1_000_000)
+    assert np.isfinite(scorer(str(paths["large.jpg"]), max_pixels=None)["score"])
+    with pytest.raises(TypeError, match="Cannot score an input of type int"):
+        scorer(3)
+
+
+def test_pipeline_class_directly_and_pipeline_save_pretrained(workspace, tmp_path):
+    _, model, paths = workspace
+    scorer = ImageQualityAssessmentPipeline(model=model, device="cpu")  # processor built from the config
+    (expected,) = direct_scores(model, load_image(paths["rgb.png"]))
+    assert scorer(str(paths["rgb.png"]))["score"] == pytest.approx(expected, abs=1e-6)
+    scorer.save_pretrained(tmp_path / "from_pipeline")
+    files = {p.name for p in (tmp_path / "from_pipeline").iterdir()}
+    assert {"pipeline_glia.py", "modeling_glia.py", "preprocessor_config.json"} <= files
+    config = json.loads((tmp_path / "from_pipeline" / "config.json").read_text())
+    assert config["custom_pipelines"][PIPELINE_TASK]["impl"] == "pipeline_glia.ImageQualityAssessmentPipeline"
+
+    # A checkpoint saved without its processor still works: the pipeline builds one from the model's config.
+    model.save_pretrained(tmp_path / "model_only")
+    assert not (tmp_path / "model_only" / "preprocessor_config.json").exists()
+    loaded = pipeline(PIPELINE_TASK, model=str(tmp_path / "model_only"), trust_remote_code=True, device="cpu")
+    assert loaded(str(paths["rgb.png"]))["score"] == pytest.approx(expected, abs=1e-6)
+
+
+# Runs in a fresh interpreter where `import glia_hf` fails, from a temporary working directory.
+WITHOUT_GLIA_HF = textwrap.dedent(
+    """
+    import json, sys
+
+    class BlockGliaHF:
+        def find_spec(self, name, path=None, target=None):
+            if name == "glia_hf" or name.startswith("glia_hf."):
+                raise ImportError("glia_hf is blocked in this test")
+            return None
+
+    sys.meta_path.insert(0, BlockGliaHF())
+    try:
+        import glia_hf  # noqa: F401
+        raise SystemExit("glia_hf must not be importable here")
+    except ImportError:
+        pass
+
+    from PIL import Image
+    from transformers import pipeline
+
+    results = {}
+    for directory in sys.argv[3:]:
+        scorer = pipeline("image-quality-assessment", model=directory, trust_remote_code=True, device="cpu")
+        one, two = sys.argv[1], sys.argv[2]
+        results[directory] = {
+            "pipeline_module": type(scorer).__module__,
+            "model_module": type(scorer.model).__module__,
+            "single": scorer(one)["score"],
+            "pil": scorer(Image.open(one))["score"],
+            "batch": [r["score"] for r in scorer([one, two], batch_size=2)],
+            "averaged": scorer(two, num_samples=3, seed=5)["score"],
+        }
+    print(json.dumps(results))
+    """
+)
+
+
+def test_pipeline_works_from_a_directory_in_a_python_without_glia_hf(workspace, tmp_path, offline_hf_home):
+    root, model, paths = workspace
+    one, two = str(paths["exif.jpg"]), str(paths["cmyk.tif"])
+    expected_pair = direct_scores(model, [load_image(one), load_image(two)])
+    (expected_averaged,) = direct_scores(model, load_image(two), num_samples=3, seed=5)
+
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {**os.environ, "HF_HOME": str(offline_hf_home), "HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1",
+           "HF_MODULES_CACHE": str(offline_hf_home / "modules")}
+    env.pop("PYTHONPATH", None)
+    directories = [str(root / "model")]  # written by model.save_pretrained alone
+    result = subprocess.run([sys.executable, "-c", WITHOUT_GLIA_HF, one, two, *directories],
+                            cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(result.stdout.strip().splitlines()[-1])
+    for directory in directories:
+        got = results[directory]
+        assert got["pipeline_module"].startswith("transformers_modules.")
+        assert got["pipeline_module"].endswith(".pipeline_glia")
+        assert got["model_module"].startswith("transformers_modules.")
+        assert got["single"] == pytest.approx(expected_pair[0], abs=1e-5)
+        assert got["pil"] == pytest.approx(expected_pair[0], abs=1e-5)
+        np.testing.assert_allclose(got["batch"], expected_pair, atol=1e-5)
+        assert got["averaged"] == pytest.approx(expected_averaged, abs=1e-5)
