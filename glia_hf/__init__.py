@@ -23,7 +23,7 @@ GLIAConfig.register_for_auto_class()
 GLIAForImageQualityAssessment.register_for_auto_class("AutoModel")
 GLIAImageProcessor.register_for_auto_class("AutoImageProcessor")
 # pipeline("image-quality-assessment", ...); every saved checkpoint carries the pipeline code and config entry.
-register_pipeline(GLIAForImageQualityAssessment)
+register_pipeline()
 
 __all__ = [
     "GLIAConfig",

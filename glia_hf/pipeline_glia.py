@@ -13,17 +13,13 @@ entry of its `config.json`, so the call above works in a Python that only has tr
 transformers, torch, PIL, numpy and the flat GLIA modules next to it (relative imports).
 """
 
-import functools
 import os
-import shutil
 import threading
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageFile
 from transformers import AutoModel, Pipeline
-from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .image_processing_glia import GLIAImageProcessor, pil_to_rgb
@@ -149,65 +145,23 @@ class ImageQualityAssessmentPipeline(Pipeline):
         return {"score": float(model_outputs["score"].reshape(-1)[0])}
 
 
-def custom_pipelines_entry() -> dict:
-    """The `custom_pipelines` value that `config.json` needs for `pipeline(..., trust_remote_code=True)` to find us."""
-    return {
-        PIPELINE_TASK: {
-            "impl": f"{Path(__file__).stem}.{ImageQualityAssessmentPipeline.__name__}",
-            "pt": ["AutoModel"],
-            "type": "image",
-        }
-    }
+def register_pipeline() -> None:
+    """Register the pipeline under the task name `image-quality-assessment` with transformers' pipeline registry.
 
-
-def save_pipeline_code(save_directory) -> list[str]:
-    """Copy this file, and the GLIA files it imports, into `save_directory` (names only, no package)."""
-    save_directory = Path(save_directory)
-    save_directory.mkdir(parents=True, exist_ok=True)
-    copied = []
-    for source in [__file__, *get_relative_import_files(__file__)]:
-        destination = save_directory / Path(source).name
-        if Path(source).resolve() != destination.resolve():
-            shutil.copyfile(source, destination)
-        copied.append(str(destination))
-    return copied
-
-
-def register_pipeline(model_class=None) -> None:
-    """Make the pipeline available under the task name `image-quality-assessment`.
-
-    Registers it with transformers' pipeline registry (the model is loaded through `AutoModel`, i.e. the checkpoint's
-    `auto_map`). With `model_class`, that class's `save_pretrained` is extended so that every saved checkpoint carries
-    the pipeline: this file is copied beside the modeling files and `config.json` gets the `custom_pipelines` entry.
-    Safe to call more than once.
+    The model is loaded through `AutoModel`, i.e. the checkpoint's `auto_map`. Saved checkpoints carry this file and
+    the `custom_pipelines` entry of `config.json` (see `GLIAPreTrainedModel.save_pretrained`), so the pipeline also
+    loads with `trust_remote_code=True` where this package is not installed. Safe to call more than once.
     """
     registered = PIPELINE_REGISTRY.supported_tasks.get(PIPELINE_TASK, {}).get("impl")
     if registered is not ImageQualityAssessmentPipeline:
         PIPELINE_REGISTRY.register_pipeline(
             PIPELINE_TASK, pipeline_class=ImageQualityAssessmentPipeline, pt_model=AutoModel, type="image"
         )
-    if model_class is None or getattr(model_class.save_pretrained, "_saves_glia_pipeline", False):
-        return
-    plain_save_pretrained = model_class.save_pretrained
-
-    @functools.wraps(plain_save_pretrained)
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        self.config.custom_pipelines = {**(getattr(self.config, "custom_pipelines", None) or {}),
-                                        **custom_pipelines_entry()}
-        result = plain_save_pretrained(self, save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True) and os.path.isdir(save_directory):
-            save_pipeline_code(save_directory)
-        return result
-
-    save_pretrained._saves_glia_pipeline = True
-    model_class.save_pretrained = save_pretrained
 
 
 __all__ = [
     "ImageQualityAssessmentPipeline",
     "PIPELINE_TASK",
-    "custom_pipelines_entry",
     "open_image_file",
     "register_pipeline",
-    "save_pipeline_code",
 ]
