@@ -47,9 +47,8 @@ def to_rgb_tensor(image) -> torch.Tensor:
     if isinstance(image, Image.Image):
         return torch.from_numpy(np.array(pil_to_rgb(image))).permute(2, 0, 1).float().div(255.0)
     if isinstance(image, np.ndarray):
-        array = torch.from_numpy(np.ascontiguousarray(image)) if image.dtype != np.uint16 else torch.from_numpy(
-            image.astype(np.int32)
-        )
+        # A copy: the caller's array may be read-only (np.asarray of a PIL image), and torch has no uint16 arithmetic.
+        array = torch.from_numpy(image.astype(np.int32 if image.dtype == np.uint16 else image.dtype, copy=True))
         dtype_name = str(image.dtype)
     elif isinstance(image, torch.Tensor):
         array, dtype_name = image.detach().cpu(), str(image.dtype).replace("torch.", "")
