@@ -42,3 +42,52 @@ def tiny_vit_config(**overrides):
 @pytest.fixture
 def tiny_vit():
     return tiny_vit_config()
+
+
+def random_inputs(batch=3, views=None, seed=0):
+    """Random `pixel_values` and `fragment_values` for a batch (with `views` fragment draws per image if given)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    fragments_shape = (batch, views, 3, 224, 224) if views else (batch, 3, 224, 224)
+    return {
+        "pixel_values": torch.randn(batch, 3, 224, 224, generator=generator),
+        "fragment_values": torch.randn(*fragments_shape, generator=generator),
+    }
+
+
+# Put in front of a script run by `run_without_glia_hf`: from then on `import glia_hf` fails, as on a machine that has
+# transformers but not this package (the editable install would otherwise make it importable everywhere).
+BLOCK_GLIA_HF = '''
+import sys
+
+class _BlockGliaHF:
+    def find_spec(self, name, path=None, target=None):
+        if name == "glia_hf" or name.startswith("glia_hf."):
+            raise ImportError("glia_hf is blocked in this test")
+        return None
+
+sys.meta_path.insert(0, _BlockGliaHF())
+try:
+    import glia_hf  # noqa: F401
+except ImportError:
+    pass
+else:
+    raise SystemExit("glia_hf must not be importable here")
+'''
+
+
+def run_without_glia_hf(script, *args, cwd, hf_home, timeout=300):
+    """Run `script` (Python source) with `args` in a fresh offline interpreter that cannot import glia_hf.
+
+    It runs from `cwd` with its own `HF_HOME`, so only what a saved directory carries (remote code) can be used.
+    Returns the completed process; its last stdout line is the script's answer.
+    """
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_MODULES_CACHE": str(hf_home / "modules"), "HF_HUB_OFFLINE": "1",
+           "PYTHONNOUSERSITE": "1"}
+    env.pop("PYTHONPATH", None)
+    return subprocess.run([sys.executable, "-c", BLOCK_GLIA_HF + script, *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)

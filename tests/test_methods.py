@@ -19,7 +19,7 @@ from glia_hf.methods import (
     save_method_checkpoint,
 )
 from glia_hf.methods.__main__ import format_table, parameter_table
-from tests.conftest import tiny_vit_config
+from tests.conftest import random_inputs, tiny_vit_config
 
 
 # Small options so the tiny ViT (hidden 32) gets small modules; `None` = the method's defaults.
@@ -55,15 +55,6 @@ def tiny(variant, seed=0, **glia_options):
     torch.manual_seed(seed)
     glia_options.setdefault("latent_dim", 16)
     return build_model(method_of(variant), tiny_vit_config(), TINY_OPTIONS[variant], **glia_options)
-
-
-def random_inputs(batch=3, views=None, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    fragments_shape = (batch, views, 3, 224, 224) if views else (batch, 3, 224, 224)
-    return {
-        "pixel_values": torch.randn(batch, 3, 224, 224, generator=generator),
-        "fragment_values": torch.randn(*fragments_shape, generator=generator),
-    }
 
 
 LABELS = torch.tensor([0.1, 0.5, 0.9])

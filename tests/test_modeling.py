@@ -9,22 +9,13 @@ from safetensors.torch import load_file, save_file
 from transformers import ViTConfig, ViTModel
 
 from glia_hf import GLIAConfig, GLIAForImageQualityAssessment, GLIAImageProcessor, quality_loss
-from tests.conftest import tiny_vit_config
+from tests.conftest import random_inputs, tiny_vit_config
 
 
 def tiny_model(**options):
     torch.manual_seed(0)
     options.setdefault("latent_dim", 16)
     return GLIAForImageQualityAssessment(GLIAConfig(backbone_config=tiny_vit_config(), **options))
-
-
-def random_inputs(batch=3, views=None, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    fragments_shape = (batch, views, 3, 224, 224) if views else (batch, 3, 224, 224)
-    return {
-        "pixel_values": torch.randn(batch, 3, 224, 224, generator=generator),
-        "fragment_values": torch.randn(*fragments_shape, generator=generator),
-    }
 
 
 def train_step(model, inputs, labels):

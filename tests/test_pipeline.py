@@ -1,9 +1,6 @@
 """pipeline("image-quality-assessment"): saved with every checkpoint, usable without glia_hf, batch independent."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -17,6 +14,7 @@ from glia_hf import GLIAImageProcessor, ImageQualityAssessmentPipeline
 from glia_hf.cli import score_files
 from glia_hf.data.images import load_image
 from glia_hf.pipeline_glia import PIPELINE_TASK
+from tests.conftest import run_without_glia_hf
 from tests.test_cli import GOOD_IMAGES, save_tiny_glia, write_images
 
 
@@ -136,23 +134,10 @@ def test_pipeline_class_directly_and_pipeline_save_pretrained(workspace, tmp_pat
     assert loaded(str(paths["rgb.png"]))["score"] == pytest.approx(expected, abs=1e-6)
 
 
-# Runs in a fresh interpreter where `import glia_hf` fails, from a temporary working directory.
+# Runs through `run_without_glia_hf`, in an interpreter where `import glia_hf` fails.
 WITHOUT_GLIA_HF = textwrap.dedent(
     """
     import json, sys
-
-    class BlockGliaHF:
-        def find_spec(self, name, path=None, target=None):
-            if name == "glia_hf" or name.startswith("glia_hf."):
-                raise ImportError("glia_hf is blocked in this test")
-            return None
-
-    sys.meta_path.insert(0, BlockGliaHF())
-    try:
-        import glia_hf  # noqa: F401
-        raise SystemExit("glia_hf must not be importable here")
-    except ImportError:
-        pass
 
     from PIL import Image
     from transformers import pipeline
@@ -182,12 +167,8 @@ def test_pipeline_works_from_a_directory_in_a_python_without_glia_hf(workspace, 
 
     work = tmp_path / "elsewhere"
     work.mkdir()
-    env = {**os.environ, "HF_HOME": str(offline_hf_home), "HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1",
-           "HF_MODULES_CACHE": str(offline_hf_home / "modules")}
-    env.pop("PYTHONPATH", None)
     directories = [str(root / "model")]  # written by model.save_pretrained alone
-    result = subprocess.run([sys.executable, "-c", WITHOUT_GLIA_HF, one, two, *directories],
-                            cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    result = run_without_glia_hf(WITHOUT_GLIA_HF, one, two, *directories, cwd=work, hf_home=offline_hf_home)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(result.stdout.strip().splitlines()[-1])
     for directory in directories:

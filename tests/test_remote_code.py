@@ -1,9 +1,6 @@
 """A saved GLIANet directory loads through the Auto classes with remote code, without the glia_hf package."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -11,26 +8,13 @@ import torch
 from PIL import Image
 
 from glia_hf import GLIAConfig, GLIAForImageQualityAssessment, GLIAImageProcessor
-from tests.conftest import tiny_vit_config
+from tests.conftest import run_without_glia_hf, tiny_vit_config
 
 
-# Runs in a fresh interpreter in which `import glia_hf` fails, as on a user's machine that only has transformers.
+# Runs through `run_without_glia_hf`, in an interpreter where `import glia_hf` fails.
 REMOTE_LOAD = textwrap.dedent(
     """
     import json, sys
-
-    class BlockGliaHF:
-        def find_spec(self, name, path=None, target=None):
-            if name == "glia_hf" or name.startswith("glia_hf."):
-                raise ImportError("glia_hf is blocked in this test")
-            return None
-
-    sys.meta_path.insert(0, BlockGliaHF())
-    try:
-        import glia_hf  # noqa: F401
-        raise SystemExit("glia_hf must not be importable here")
-    except ImportError:
-        pass
 
     import numpy as np
     import torch
@@ -85,12 +69,7 @@ def test_saved_directory_loads_with_remote_code_in_a_python_without_glia_hf(tmp_
     with torch.no_grad():
         expected = model(**processor(Image.open(image_path))).score.tolist()
 
-    env = {**os.environ, "HF_HOME": str(offline_hf_home), "HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1"}
-    env.pop("PYTHONPATH", None)
-    result = subprocess.run(
-        [sys.executable, "-c", REMOTE_LOAD, str(directory), str(image_path)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
+    result = run_without_glia_hf(REMOTE_LOAD, directory, image_path, cwd=tmp_path, hf_home=offline_hf_home)
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert loaded["config"] == "GLIAConfig" and loaded["processor"] == "GLIAImageProcessor"

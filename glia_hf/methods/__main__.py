@@ -9,7 +9,7 @@ import argparse
 import torch
 from transformers import ViTConfig
 
-from . import METHODS, build_model, count_parameters
+from . import build_model, count_parameters
 
 
 # The rows of the table: each method at its default options, plus the Houlsby variant of the adapters.

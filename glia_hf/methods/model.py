@@ -7,11 +7,9 @@ is then a plain ViT on the main stream with a dropout + linear head on its CLS t
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import ViTConfig
