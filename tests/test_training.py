@@ -54,7 +54,7 @@ def iqa_csv(tmp_path_factory) -> Path:
 def write_config(tmp_path: Path, iqa_csv: Path, method: str = "glia", **sections) -> Path:
     config = {
         "data": {"dataset": "csv", "data_dir": str(iqa_csv), "splits_file": str(iqa_csv.parent / "splits.json"),
-                 "num_splits": 3, "splits": 0},
+                 "num_splits": 3, "splits": 0, "cpu_threads": 1},
         "model": {"method": method, "backbone": tiny_backbone(),
                   "glia": {"latent_dim": 16, "cross_attention_heads": 2} if method == "glia" else {}},
         "optim": {"epochs": 1, "batch_size": 4},
@@ -108,6 +108,29 @@ def test_config_overrides_and_errors(tmp_path, iqa_csv):
         load_config(path, ["--optim.epochs", "two"])
     with pytest.raises(ConfigError, match="model.method must be one of"):
         load_config(path, ["--model.method", "prompt"])
+    layered = load_config([path, REPO_ROOT / "training" / "configs" / "methods" / "lora.yaml"])
+    assert layered.model.method == "lora" and layered.model.method_options["r"] == 8
+    assert layered.model.backbone == tiny_backbone()  # kept from the first file
+
+
+def test_shipped_configs_are_valid():
+    from training.config import load_config
+
+    configs = sorted((REPO_ROOT / "training" / "configs").glob("*.yaml"))
+    assert {p.stem for p in configs} >= {"quickstart", "koniq10k", "kadid10k", "livec", "live", "csiq", "tid2013"}
+    for path in configs:
+        config = load_config(path)
+        assert config.optim.seed == 3407 and config.optim.loss == "plcc"
+        if path.stem != "quickstart":
+            assert config.model.backbone == "google/vit-base-patch16-224" and config.optim.lr == pytest.approx(3e-4)
+            assert config.optim.epochs == 10 and config.optim.batch_size == 128 and config.data.splits == "all"
+        for method in sorted((REPO_ROOT / "training" / "configs" / "methods").glob("*.yaml")):
+            assert load_config([path, method]).model.method == method.stem
+
+
+def test_bad_config_file(tmp_path):
+    from training.config import ConfigError, load_config
+
     bad = tmp_path / "bad.yaml"
     bad.write_text("optimizer:\n  lr: 1.0\n")
     with pytest.raises(ConfigError, match="Did you mean 'optim'"):
@@ -225,6 +248,10 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path, iqa_csv):
         main(["--config", str(config)])
     with pytest.raises(ConfigError, match="differs from the interrupted run"):
         main(["--config", str(config), "--resume", "--optim.lr", "1e-3"])
+    # A finished run resumed from its directory alone (its config.yaml) trains nothing and rewrites its results.
+    trained = []
+    payload = main(["--resume", str(tmp_path / "run-glia")], on_epoch_end=lambda *a: trained.append(a))
+    assert trained == [] and [r["split"] for r in payload["splits"]] == [0]
 
 
 def _subprocess_env(**extra) -> dict:

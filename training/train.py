@@ -77,7 +77,8 @@ logger = logging.getLogger("glia_hf.training")
 METRICS = ("srcc", "plcc", "krcc", "rmse")
 STATE_MARKER = "STATE_COMPLETE"
 # Fields that may differ between an interrupted run and its --resume without changing what is computed.
-RUN_CONTROL_FIELDS = {("data", "num_workers"), ("output", "trackers"), ("output", "log_every"), ("hub", "push_to_hub"),
+RUN_CONTROL_FIELDS = {("data", "num_workers"), ("data", "cpu_threads"), ("data", "splits"), ("output", "dir"),
+                      ("output", "run_name"), ("output", "trackers"), ("output", "log_every"), ("hub", "push_to_hub"),
                       ("hub", "hub_model_id"), ("hub", "private"), ("hub", "split"), ("output", "overwrite"),
                       ("output", "keep_states"), ("output", "keep_final_state")}
 
@@ -311,8 +312,13 @@ def method_label(config: TrainConfig) -> str:
     """``glia`` or e.g. ``glia [use_glr=false]`` for an ablation; the baselines by name (with non-default options)."""
     parts = []
     if config.model.method == "glia":
+        import inspect
+
+        from glia_hf import GLIAConfig
+
+        defaults = {name: p.default for name, p in inspect.signature(GLIAConfig.__init__).parameters.items()}
         for key in ("use_lgf", "use_glr", "guidance_stream", "main_stream", "glia_layers", "latent_dim"):
-            if key in config.model.glia:
+            if key in config.model.glia and config.model.glia[key] != defaults.get(key):
                 value = config.model.glia[key]
                 parts.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
     else:
@@ -896,7 +902,9 @@ def parse_args(argv: Optional[Sequence[str]] = None):
         description="Train GLIANet or a fine-tuning baseline with Accelerate. Any config value can be overridden "
                     "with its dotted name, e.g. --optim.lr 1e-4 --data.splits [0,1,2].",
     )
-    parser.add_argument("--config", help="YAML config (training/configs/*.yaml); default: all defaults")
+    parser.add_argument("--config", action="append",
+                        help="YAML config (training/configs/*.yaml); repeat to layer files, e.g. a data set config "
+                             "then training/configs/methods/lora.yaml (later files win); default: all defaults")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
                         help="continue the interrupted run in output.dir (or RUN_DIR, whose config.yaml is used "
                              "when --config is not given)")
@@ -915,8 +923,8 @@ def parse_args(argv: Optional[Sequence[str]] = None):
 
 def resolve_config(args, overrides) -> TrainConfig:
     config_path = args.config
-    if config_path is None and isinstance(args.resume, str):
-        config_path = str(Path(args.resume) / "config.yaml")
+    if not config_path and isinstance(args.resume, str):
+        config_path = [str(Path(args.resume) / "config.yaml")]
     config = load_config(config_path, overrides)
     if isinstance(args.resume, str):
         # The run directory named on the command line wins over the one in the config.
@@ -945,6 +953,7 @@ def prepare_run_dir(config: TrainConfig, run_dir: Path, resume: bool) -> None:
                        if _recipe(previous)[s].get(k) != v]
             raise ConfigError(f"--resume: the config differs from the interrupted run's in {changed}; a resumed run "
                               "must use the same recipe")
+        saved.write_text(config.to_yaml())  # run-control fields (splits to run, trackers, ...) may have changed
         return
     if saved.exists() and (any(run_dir.glob("split-*")) or (run_dir / "checkpoints").exists()):
         if not config.output.overwrite:
@@ -989,6 +998,11 @@ def main(argv: Optional[Sequence[str]] = None, on_epoch_end: Optional[Callable[[
         dataloader_config=DataLoaderConfiguration(split_batches=True),
         kwargs_handlers=[ddp_kwargs],
     )
+    if accelerator.device.type == "cpu":
+        threads = config.data.cpu_threads or max(
+            1, ((os.cpu_count() or 1) - config.data.num_workers * accelerator.num_processes) // accelerator.num_processes
+        )
+        torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file is too chatty
@@ -997,7 +1011,8 @@ def main(argv: Optional[Sequence[str]] = None, on_epoch_end: Optional[Callable[[
     accelerator.wait_for_everyone()
     accelerator.init_trackers(run_dir.name, config=flat_config(config))
     accelerator.print(f"run directory: {run_dir}  ({accelerator.num_processes} process(es), "
-                      f"device {accelerator.device}, mixed precision {accelerator.mixed_precision})")
+                      f"device {accelerator.device}, mixed precision {accelerator.mixed_precision}, "
+                      f"{torch.get_num_threads()} compute thread(s), {config.data.num_workers} data worker(s))")
 
     run = Run(config, run_dir, accelerator, args)
     run.ddp_kwargs = ddp_kwargs
