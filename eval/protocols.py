@@ -447,16 +447,28 @@ def _glia_defaults() -> Dict[str, Any]:
         return {"use_lgf": True, "use_glr": True, "main_stream": "detail", "guidance_stream": "semantic"}
 
 
+#: Config fields that change how a run is executed, not what it learns; left out of a run's identity.
+RUN_CONTROL_KEYS = (("data", "splits_file"), ("data", "num_workers"), ("data", "cpu_threads"))
+
+
+def _drop_nulls(value):
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    return value
+
+
 def run_identity(config) -> Dict[str, Any]:
-    """What decides a run's results: the effective config without its outputs, Hub settings and splits file path,
-    with the GLIA switches' defaults filled in."""
+    """What decides a run's results: the effective config without its outputs, Hub settings and run-control fields,
+    with the GLIA switches' defaults filled in. Null values are left out, so that a field added to the config schema
+    later (optional, null by default) does not change the identity of runs that already finished."""
     values = config.to_dict()
     values.pop("output", None)
     values.pop("hub", None)
-    values["data"].pop("splits_file", None)
+    for section, key in RUN_CONTROL_KEYS:
+        values.get(section, {}).pop(key, None)
     if values["model"]["method"] == "glia":
         values["model"]["glia"] = {**_glia_defaults(), **values["model"]["glia"]}
-    return values
+    return _drop_nulls(values)
 
 
 def run_slug(cell: Cell, identity: Dict[str, Any]) -> str:
@@ -784,7 +796,7 @@ def build_table(plan: Plan, metrics: Sequence[str] = ("srcc", "plcc")) -> report
     backbone = _plan_backbone(plan)
     label = table_label(plan)
     _, title = TABLE_FILES[plan.table]
-    note = " ".join(plan.notes) or None
+    note = " ".join(plan.notes + describe_setup(plan)) or None
     cells = plan.cells
     if plan.table == "intra":
         nested: Dict[str, Dict[str, list]] = {}
@@ -835,6 +847,38 @@ def build_table(plan: Plan, metrics: Sequence[str] = ("srcc", "plcc")) -> report
     if note:
         table.caption += f" {note}"
     return table
+
+
+def describe_setup(plan: Plan) -> List[str]:
+    """Caption notes read from the run configs: a data set read with non-default options (a subset of the built-in
+    set, say) and the training recipe (epochs, batch, learning rate, test-time views)."""
+    notes = []
+    cross = plan.table == "cross"
+    for cell in plan.cells:
+        options = cell.base.source.options
+        text = f"Data set {cell.base.source.label} read with options {json.dumps(options, sort_keys=True)}."
+        if options and not cross and text not in notes:
+            notes.append(text)
+    if cross:
+        for cell in plan.cells:
+            options = cell.base.source.options
+            text = (f"Both parts cut from the built-in set read with options {json.dumps(options, sort_keys=True)}."
+                    if cell.base.source.is_builtin else None)
+            if options and text and text not in notes:
+                notes.append(text)
+    recipes = []
+    for run in plan.runs:
+        optim, evaluation = run.config.get("optim") or {}, run.config.get("eval") or {}
+        from training.config import EvalConfig, OptimConfig
+
+        epochs = optim.get("epochs", OptimConfig.epochs)
+        batch = optim.get("batch_size", OptimConfig.batch_size)
+        lr = optim.get("lr", OptimConfig.lr)
+        views = evaluation.get("num_views", EvalConfig.num_views)
+        recipe = f"Recipe: {epochs} epoch(s), batch {batch}, lr {lr:g}, {views} test view(s) per image."
+        if recipe not in recipes:
+            recipes.append(recipe)
+    return notes + recipes
 
 
 def _trainable_parameters(plan: Plan, cell: Cell) -> Optional[int]:

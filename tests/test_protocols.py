@@ -209,6 +209,7 @@ def test_tables_follow_the_paper_layout(tmp_path, builtin_base):
     assert markdown.startswith("**Table 4.**")
     assert "over 3 splits" in markdown and "backbone: randomly initialised ViT (hidden 32, 2 blocks" in markdown
     assert "[random-initialised backbone, pseudo-MOS]" in markdown
+    assert "Recipe: 1 epoch(s), batch 4, lr 0.0003, 1 test view(s) per image." in markdown
     assert (out / "table4_ablation_components.md").is_file() and (out / "table4_ablation_components.runs.json").is_file()
 
     plan = expand("methods", [builtin_base], splits=[0, 1, 2], out=out)
@@ -325,3 +326,21 @@ def test_methods_table_counts_parameters_of_runs_not_yet_trained(tmp_path, built
     counts = {r[0]: int(r[1]) for r in rows[1:]}
     assert counts["Full fine-tune"] > counts["GLIA (ours)"] > counts["LoRA"] > counts["Linear probe"] > 0
     assert all(r[2] == "" for r in rows[1:])  # no scores yet
+
+
+def test_run_identity_ignores_run_control_and_new_null_fields(tmp_path, builtin_base):
+    plain = expand("intra", [builtin_base], splits=[0], out=tmp_path).runs[0]
+    workers = expand("intra", [builtin_base], splits=[0], out=tmp_path, overrides=["--data.num_workers", "3"]).runs[0]
+    assert plain.run_id == workers.run_id
+
+    from training.config import load_config
+
+    config = load_config(builtin_base)
+
+    class WithNewField:  # the same config after a schema change added an optional field, null by default
+        def to_dict(self):
+            values = config.to_dict()
+            values["optim"]["some_new_option"] = None
+            return values
+
+    assert protocols.run_identity(WithNewField()) == protocols.run_identity(config)
