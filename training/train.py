@@ -517,6 +517,10 @@ class Run:
         accelerator.wait_for_everyone()
         if not config.output.keep_final_state and accelerator.is_main_process:
             shutil.rmtree(self.run_dir / "checkpoints" / f"split-{split}", ignore_errors=True)
+            try:
+                (self.run_dir / "checkpoints").rmdir()  # only when no other split's state is left in it
+            except OSError:
+                pass
         accelerator.free_memory()  # drop this split's model/optimizer/loaders from the accelerator before the next
         return result
 
