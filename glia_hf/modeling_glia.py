@@ -357,6 +357,17 @@ class GLIAForImageQualityAssessment(GLIAPreTrainedModel):
         model.glia.vit.load_state_dict(vit.state_dict())
         return model
 
+    @torch.no_grad()
+    def fold_affine_into_head(self, scale: float, shift: float) -> None:
+        """Make the head predict `scale * n + shift` where it predicted `n` (both on the [0, 1] training scale).
+
+        A correlation loss such as PLCC leaves the scale and offset of the predictions free; fitting them on the
+        training labels afterwards and folding them into the head puts `score` back on the data set's scale without
+        changing any rank or correlation.
+        """
+        self.regressor.weight.mul_(scale)
+        self.regressor.bias.mul_(scale).add_(shift)
+
     def normalize_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """Map scores on the data set's scale to the [0, 1] training scale."""
         return (labels - self.config.score_min) / (self.config.score_max - self.config.score_min)

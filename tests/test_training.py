@@ -351,3 +351,27 @@ def test_push_to_hub_uploads_the_model_directory(tmp_path, iqa_csv, monkeypatch)
         p.name for p in folder.iterdir()}
     assert "someone/glia-tiny" in (folder / "README.md").read_text()
     assert payload["pushed_to"].endswith("someone/glia-tiny")
+
+
+def test_calibration_puts_scores_on_the_label_scale_without_changing_ranks(tmp_path, iqa_csv):
+    from training.train import main
+
+    runs = {}
+    for calibrate in (False, True):
+        (tmp_path / str(calibrate)).mkdir()
+        config = write_config(tmp_path / str(calibrate), iqa_csv, eval={"num_views": 2, "batch_size": 4,
+                                                                        "calibrate": calibrate})
+        main(["--config", str(config)])
+        run_dir = tmp_path / str(calibrate) / "run-glia"
+        result = json.loads((run_dir / "split-0" / "result.json").read_text())
+        predictions = np.array([float(r["prediction"]) for r in read_predictions(run_dir / "split-0" / "predictions.csv")])
+        runs[calibrate] = (result, predictions)
+    (plain, raw), (calibrated, scored) = runs[False], runs[True]
+    assert plain["calibration"] is None
+    fit = calibrated["calibration"]
+    assert fit is not None and fit["scale"] > 0
+    scale = json.loads((tmp_path / "True" / "run-glia" / "split-0" / "model" / "config.json").read_text())
+    low, high = scale["score_min"], scale["score_max"]
+    expected = low + (high - low) * (fit["scale"] * (raw - low) / (high - low) + fit["shift"])
+    np.testing.assert_allclose(scored, expected, rtol=1e-5, atol=1e-5)
+    assert calibrated["srcc"] == pytest.approx(plain["srcc"], abs=1e-9)

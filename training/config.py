@@ -160,12 +160,16 @@ class EvalConfig:
         seed: seed of the views' random offsets; the same seed gives the same views and the same predictions.
         batch_size: test images per forward pass (each with ``num_views`` views), over all processes.
         logistic: also report PLCC after the 4-parameter logistic fit (``plcc_logistic4``).
+        calibrate: after training, fit ``label = a * prediction + b`` by least squares on the training images (one
+            view each) and fold it into the head, so that saved models score on the data set's scale. The PLCC loss
+            leaves scale and offset free; ranks and correlations do not change, RMSE does.
     """
 
     num_views: int = 15
     seed: int = 3407
     batch_size: int = 16
     logistic: bool = False
+    calibrate: bool = True
 
 
 @dataclass

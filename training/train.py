@@ -50,7 +50,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -421,12 +421,12 @@ class Run:
         test_loader = self.eval_loader(self.dataset.select(test_rows), processor)
         return train_loader, sampler, test_loader, train_rows, test_rows
 
-    def eval_loader(self, rows, processor: GLIAImageProcessor) -> DataLoader:
+    def eval_loader(self, rows, processor: GLIAImageProcessor, num_views: Optional[int] = None) -> DataLoader:
         processes = self.accelerator.num_processes
         batch = math.ceil(self.config.eval.batch_size / processes) * processes  # split_batches needs a multiple
         return DataLoader(
             IQAImageDataset(rows["image"], rows["mos"]), batch_size=batch, shuffle=False,
-            collate_fn=EvalCollator(processor, self.config.eval.num_views, self.config.eval.seed),
+            collate_fn=EvalCollator(processor, num_views or self.config.eval.num_views, self.config.eval.seed),
             num_workers=self.config.data.num_workers, worker_init_fn=_worker_init,
             pin_memory=torch.cuda.is_available(),
         )
@@ -503,9 +503,11 @@ class Run:
             if self.on_epoch_end is not None:
                 self.on_epoch_end(split, epoch + 1)
 
+        calibration = self.calibrate(model, processor, train_rows, split) if config.eval.calibrate else None
         predictions = self.predict(model, test_loader, len(test_rows), f"split {split}: test")
         result = self.finish_split(split, model, processor, test_rows, predictions, train_rows,
                                    num_trainable, num_total)
+        result["calibration"] = calibration
         if self.cross is not None:
             cross_loader = accelerator.prepare(self.eval_loader(self.cross, processor))
             cross_predictions = self.predict(model, cross_loader, len(self.cross), f"split {split}: {self.cross_name}")
@@ -571,6 +573,25 @@ class Run:
             for old in states[: max(0, len(states) - (self.config.output.keep_states - 1))]:
                 shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
+
+    def calibrate(self, model, processor, train_rows, split: int) -> Optional[Dict[str, float]]:
+        """Fit ``label = a * prediction + b`` on the training images and fold it into the head (see ``eval.calibrate``).
+
+        Every process gathers the same predictions, so every copy of the model gets the same map. A fit that would
+        reverse the ranking (``a <= 0``) is not applied.
+        """
+        rows = self.dataset.select(train_rows)
+        loader = self.accelerator.prepare(self.eval_loader(rows, processor, num_views=1))
+        scores = self.predict(model, loader, len(rows), f"split {split}: calibration")
+        head = self.accelerator.unwrap_model(model)
+        low, high = head.config.score_min, head.config.score_max
+        predicted, target = (scores - low) / (high - low), (np.asarray(rows["mos"], dtype=np.float64) - low) / (high - low)
+        scale, shift = np.polyfit(predicted, target, deg=1) if np.ptp(predicted) > 0 else (0.0, float(target.mean()))
+        if not scale > 0:
+            logger.warning("split %d: calibration skipped (fitted slope %.3g would reverse the ranking)", split, scale)
+            return None
+        head.fold_affine_into_head(float(scale), float(shift))
+        return {"scale": float(scale), "shift": float(shift)}
 
     @torch.no_grad()
     def predict(self, model, loader, expected: int, description: str) -> np.ndarray:
