@@ -370,11 +370,19 @@ def _cells_components(bases, options):
 
 
 def _cells_streams(bases, options):
-    cells = []
+    cells, notes = [], []
+    for b in bases:
+        backbone = b.model.get("backbone")
+        side = backbone.get("image_size", 224) if isinstance(backbone, dict) else 224
+        size = b.source.options.get("size") if b.source.is_builtin else None
+        if size is not None and int(size) <= int(side):
+            # A fragment grid as large as the whole image tiles it exactly: both streams are then the same picture.
+            notes.append(f"Caution: the {b.source.label} images are {size} px, not larger than the {side} px model "
+                         "input, so the detail and semantic streams show the same picture and the rows cannot differ.")
     for guidance, main in STREAM_ROWS:
         for b in bases:
             cells.append(_glia_cell(b, (guidance, main), b.source.label, guidance_stream=guidance, main_stream=main))
-    return cells, []
+    return cells, notes
 
 
 def _cells_methods(bases, options):

@@ -344,3 +344,10 @@ def test_run_identity_ignores_run_control_and_new_null_fields(tmp_path, builtin_
             return values
 
     assert protocols.run_identity(WithNewField()) == protocols.run_identity(config)
+
+
+def test_streams_table_warns_when_the_two_streams_coincide(tmp_path):
+    small = write_base(tmp_path / "s.yaml", {"dataset": "builtin", "dataset_options": {"size": 224}})
+    assert "the same picture" in " ".join(expand("ablation_streams", [small], splits=[0], out=tmp_path).notes)
+    large = write_base(tmp_path / "l.yaml", {"dataset": "builtin", "dataset_options": {"size": 384}})
+    assert not expand("ablation_streams", [large], splits=[0], out=tmp_path).notes
