@@ -826,7 +826,7 @@ def build_table(plan: Plan, metrics: Sequence[str] = ("srcc", "plcc")) -> report
     elif plan.table in ("ablation_components", "ablation_streams"):
         if plan.table == "ablation_components":
             settings = ("LGF", "GLR")
-            description = "Ablation of the GLIA block's components (local guided fusion, global latent reasoning)."
+            description = "Ablation of the GLIA block's components (LGF: Local-Global Fusion, paper Eq. 3; GLR: Global-Local Refine, Eq. 4)."
         else:
             settings = ("Guidance", "Main")
             description = ("Ablation of the two streams: which one guides (prior) and which one is scored (main); "
