@@ -17,7 +17,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.conftest import tiny_vit_config
+from tests.conftest import run_without_glia_hf, tiny_vit_config
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -284,32 +284,13 @@ def test_two_processes_one_results_file(tmp_path, iqa_csv):
     assert payload["splits"][0]["num_train"] == len(splits["splits"][0]["train"])
 
 
-BLOCK_GLIA_HF = """
-import sys
-class _NoGliaHF:
-    # A meta-path finder that refuses glia_hf, as if the package had never been installed.
-    def find_spec(self, name, path=None, target=None):
-        if name == "glia_hf" or name.startswith("glia_hf."):
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
-        return None
-sys.meta_path.insert(0, _NoGliaHF())
-sys.path = [p for p in sys.path if p not in ("", ".") and not p.endswith("/main")]
-"""
-
-
-def test_saved_directory_loads_with_remote_code_only(tmp_path, iqa_csv):
+def test_saved_directory_loads_with_remote_code_only(tmp_path, iqa_csv, offline_hf_home):
     from training.train import main
 
     main(["--config", str(write_config(tmp_path, iqa_csv))])
     model_dir = tmp_path / "run-glia" / "split-0" / "model"
     row = read_predictions(tmp_path / "run-glia" / "split-0" / "predictions.csv")[0]
-    script = BLOCK_GLIA_HF + textwrap.dedent(f"""
-        try:
-            import glia_hf
-        except ImportError:
-            pass
-        else:
-            raise SystemExit("glia_hf is importable; the test would prove nothing")
+    script = textwrap.dedent(f"""
         import torch
         from PIL import Image
         from transformers import AutoImageProcessor, AutoModel
@@ -322,8 +303,7 @@ def test_saved_directory_loads_with_remote_code_only(tmp_path, iqa_csv):
     """)
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
-    done = subprocess.run([sys.executable, "-c", script], cwd=workdir, env=_subprocess_env(), capture_output=True,
-                          text=True, timeout=180)
+    done = run_without_glia_hf(script, cwd=workdir, hf_home=offline_hf_home, timeout=180)
     assert done.returncode == 0, done.stderr[-4000:]
     score = float(done.stdout.split("SCORE")[-1])
     assert score == pytest.approx(float(row["prediction"]), abs=1e-4)
