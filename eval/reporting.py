@@ -433,7 +433,7 @@ def finetune_methods_table(results, *, backbone, params, datasets=None,
     missing = [m for m in results if m not in params]
     if missing:
         raise ValueError(f"no trainable parameter count for method(s) {missing}")
-    table = _grid_table(title, "Fine-tuning methods on the same frozen backbone.",
+    table = _grid_table(title, "Fine-tuning methods on the same backbone (frozen for all but full fine-tuning).",
                         ["Method"], [([m], [None], cells) for m, cells in results.items()],
                         datasets, metrics, backbone, label, spread, digits,
                         extra_columns=("Trainable params",))
