@@ -67,6 +67,7 @@ from eval.plots import scatter_plot
 from eval.reporting import Table, make_caption, summarize_splits, to_markdown, write_table
 from glia_hf import GLIAImageProcessor
 from glia_hf.data import get_score_scale, load_image, load_iqa_dataset, load_splits, make_splits, save_splits
+from glia_hf.data.scales import canonical_name
 from glia_hf.data.splits import split_indices
 from training.config import ConfigError, TrainConfig, config_from_dict, flat_config, load_config
 from training.model_card import fill_model_card, load_template
@@ -686,7 +687,7 @@ def result_label(config: TrainConfig) -> Optional[str]:
     parts = []
     if isinstance(config.model.backbone, dict):
         parts.append("random-initialised backbone")
-    if config.data.dataset.lower() == "builtin":
+    if canonical_name(config.data.dataset) == "builtin":
         parts.append("pseudo-MOS")
     return ", ".join(parts) or None
 
