@@ -53,7 +53,6 @@ def main(argv=None) -> None:
     name = "tiny ViT (2 blocks, hidden 32)" if args.tiny else "ViT-B/16"
     print(f"Trainable parameters per fine-tuning method, {name}, default options\n")
     print(format_table(parameter_table(backbone)))
-    print("\nThe baselines' totals include GLIANet's prior projection, unused and frozen without GLIA blocks.")
 
 
 if __name__ == "__main__":

@@ -109,8 +109,8 @@ def apply_method(model: GLIAForImageQualityAssessment, method: str, method_optio
 def set_trainable(model: GLIAForImageQualityAssessment, method: str) -> None:
     """Set `requires_grad` on every parameter as the method wants it (the ViT stays frozen unless fully fine-tuned).
 
-    `glia` keeps what the model itself set (GLIA blocks, prior projection and head train). The baselines freeze the
-    unused prior projection too, so that it is neither counted nor handed to the optimiser.
+    `glia` keeps what the model itself set (GLIA blocks, prior projection and head train). The baselines have no GLIA
+    block, hence no prior projection either: only the head and the method's own parameters train.
     """
     check_method(method)
     if method == "glia":
