@@ -17,23 +17,33 @@ VIT_STD = [0.5, 0.5, 0.5]
 def pil_to_rgb(image: Image.Image) -> Image.Image:
     """Turn any PIL image into an 8-bit RGB one, with its EXIF orientation applied.
 
-    Grayscale, palette and CMYK images are converted; 16-bit and 32-bit grayscale images are scaled from their own
-    range (16-bit: 0-65535) to 0-255; an alpha channel is composited onto a white background.
+    This is the one conversion rule of the project (the processor, the pipeline and the data loaders all use it):
+
+    - grayscale is repeated over three channels; palette, CMYK, YCbCr, LAB and HSV images use Pillow's conversion;
+    - transparency (RGBA, LA, PA, palette with a transparent colour) is composited onto a white background;
+    - integer images of more than 8 bits (`I;16*`, `I`) are scaled from 0-65535 to 0-255; float images (`F`) are read
+      as 0-1 when their maximum is at most 1, else as 0-255; values outside the range are clipped.
     """
     image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        array = np.asarray(image, dtype=np.float64)
-        array = array / 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else array / 255.0
-        image = Image.fromarray(np.round(np.clip(array, 0, 1) * 255).astype(np.uint8), mode="L")
-    elif image.mode == "F":
-        array = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray(np.round(np.clip(array, 0, 1) * 255).astype(np.uint8), mode="L")
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode == "P" and "transparency" in image.info:
+        image, mode = image.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode.startswith("I") or mode == "F":
+        array = np.asarray(image).astype(np.float64)
+        if mode == "F":
+            scale = 255.0 if array.size and np.nanmax(array) <= 1.0 else 1.0
+        else:
+            scale = 255.0 / 65535.0
+        gray = np.clip(np.nan_to_num(array * scale), 0, 255).round().astype(np.uint8)
+        if gray.ndim == 3:  # multi-channel high-bit-depth modes, should Pillow return them
+            return Image.fromarray(gray[..., :3] if gray.shape[-1] >= 3 else gray[..., 0]).convert("RGB")
+        return Image.fromarray(gray, mode="L").convert("RGB")
     return image.convert("RGB")
 
 

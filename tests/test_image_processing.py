@@ -127,3 +127,19 @@ def test_save_and_load_round_trip(tmp_path):
     assert loaded.grid_size == [4, 4] and loaded.fragment_size == [56, 56] and loaded.image_mean == [0.4, 0.5, 0.6]
     image = photo()
     assert torch.equal(processor(image)["fragment_values"], loaded(image)["fragment_values"])
+
+
+def test_high_bit_depth_and_float_images_follow_one_rule(tmp_path):
+    from glia_hf.data import load_image
+
+    ramp = np.tile(np.linspace(0, 255, 16), (8, 1))
+    cases = {
+        "I": (Image.fromarray((ramp * 257).astype(np.int32), mode="I"), ramp),
+        "F 0-1": (Image.fromarray((ramp / 255).astype(np.float32), mode="F"), ramp),
+        "F 0-255": (Image.fromarray(ramp.astype(np.float32), mode="F"), ramp),
+    }
+    for name, (image, expected) in cases.items():
+        path = tmp_path / f"{name}.tiff"
+        image.save(path)
+        for converted in (np.asarray(to_rgb_tensor(image)[0] * 255), np.asarray(load_image(path))[..., 0]):
+            np.testing.assert_allclose(converted, expected, atol=1.0, err_msg=name)

@@ -3,7 +3,8 @@
 Quality labels belong to the pixels a rater saw, so an unreadable file must never turn into a blank image. The rules:
 
 - EXIF orientation is applied (``PIL.ImageOps.exif_transpose``), as a viewer would show the photo.
-- The result is always an 8-bit ``RGB`` :class:`PIL.Image.Image`:
+- The result is always an 8-bit ``RGB`` :class:`PIL.Image.Image`, converted by the project's one rule
+  (``glia_hf.image_processing_glia.pil_to_rgb``, which the processor and the pipeline use too):
 
   * grayscale (``1``, ``L``) is repeated over three channels;
   * images with transparency (``RGBA``, ``LA``, ``PA``, palette images with a transparent colour) are composited
@@ -25,38 +26,14 @@ import os
 import threading
 from typing import Iterable, List, NamedTuple, Tuple
 
-import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile
 
+from ..image_processing_glia import pil_to_rgb
 from .errors import IQAImageError, PathLike
 
 logger = logging.getLogger(__name__)
 
 _TRUNCATED_FLAG_LOCK = threading.Lock()
-_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode == "P" and "transparency" in image.info:
-        image, mode = image.convert("RGBA"), "RGBA"
-    if mode in _ALPHA_MODES:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    if mode.startswith("I") or mode == "F":
-        array = np.asarray(image).astype(np.float64)
-        if mode == "F":
-            scale = 255.0 if array.size and np.nanmax(array) <= 1.0 else 1.0
-        else:
-            scale = 255.0 / 65535.0
-        gray = np.clip(np.nan_to_num(array * scale), 0, 255).round().astype(np.uint8)
-        if gray.ndim == 3:  # multi-channel 16-bit modes, should a future Pillow return them
-            return Image.fromarray(gray[..., :3] if gray.shape[-1] >= 3 else gray[..., 0]).convert("RGB")
-        return Image.fromarray(gray, mode="L").convert("RGB")
-    return image.convert("RGB")
 
 
 def load_image(path: PathLike) -> Image.Image:
@@ -77,12 +54,12 @@ def load_image(path: PathLike) -> Image.Image:
             try:
                 with Image.open(path) as opened:
                     opened.load()
-                    image = ImageOps.exif_transpose(opened)
-                    if image is opened:  # exif_transpose returns the same object when there is nothing to do
+                    image = pil_to_rgb(opened)
+                    if image is opened:  # an upright RGB file comes back as is: keep it past the `with`
                         image = opened.copy()
             finally:
                 ImageFile.LOAD_TRUNCATED_IMAGES = previous
-        return _to_rgb(image)
+        return image
     except IQAImageError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError) as error:
