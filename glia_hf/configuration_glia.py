@@ -4,7 +4,9 @@ from transformers import PreTrainedConfig, ViTConfig
 
 
 STREAMS = ("semantic", "detail")
-LOSSES = ("plcc", "mse", "l1")
+# Training losses on normalised labels (see `quality_loss` in modeling_glia.py for the formulas). Defined here once:
+# the training configuration imports this tuple.
+LOSSES = ("plcc", "loda_plcc", "mse", "l1")
 LAMBDA_SHAPES = ("scalar", "vector")
 
 
@@ -61,8 +63,9 @@ class GLIAConfig(PreTrainedConfig):
         head_dropout (`float`, *optional*, defaults to 0.1):
             Dropout in front of the linear regression head.
         loss (`str`, *optional*, defaults to `"plcc"`):
-            Training loss on normalised labels: `"plcc"` (1 - Pearson correlation over the batch, as LoDa), `"mse"`
-            or `"l1"`.
+            Training loss on normalised labels: `"plcc"` (`(1 - r) / 2`, `r` the Pearson correlation over the batch),
+            `"loda_plcc"` (the form of LoDa's `plcc_loss`, equal to `((1 - r) / 2 + (1 - r^2) / 4) / 2`: same optimum,
+            other gradient weighting), `"mse"` or `"l1"`. The loss and the scores are computed in float32.
         score_min (`float`, *optional*, defaults to 0.0), score_max (`float`, *optional*, defaults to 1.0):
             Range of the data set's scores (higher is better). Labels are normalised to [0, 1] with it for training,
             and predictions are mapped back so that `score` is on the data set's own scale.
@@ -183,4 +186,4 @@ def _as_pair(value) -> tuple[int, int]:
     return (int(first), int(second))
 
 
-__all__ = ["GLIAConfig"]
+__all__ = ["GLIAConfig", "LOSSES"]

@@ -12,6 +12,7 @@ The equations implemented here, per GLIA block placed in front of frozen ViT blo
 The score is `head(dropout(LN(x)[:, 0]))` mapped from [0, 1] to the data set's score range.
 """
 
+import contextlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from transformers.activations import ACT2FN
 from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.utils import ModelOutput
 
-from .configuration_glia import GLIAConfig
+from .configuration_glia import LOSSES, GLIAConfig
 
 
 PIPELINE_TASK = "image-quality-assessment"
@@ -403,14 +404,20 @@ class GLIAForImageQualityAssessment(GLIAPreTrainedModel):
             return_dict=True,
         )
         batch_size = (pixel_values if pixel_values is not None else fragment_values).shape[0]
-        view_scores = self.regressor(self.dropout(outputs.pooler_output)).squeeze(-1)
-        normalized_score = view_scores.view(batch_size, -1).mean(dim=1)
+        # The head, the scores and the loss run in float32 whatever the autocast or the backbone's dtype: bfloat16
+        # holds about 3 significant digits (steps of 1/32 near a score of 4), enough to tie thousands of test images
+        # and to make a correlation loss over a batch noisy.
+        with _autocast_disabled(outputs.pooler_output.device.type):
+            pooled = self.dropout(outputs.pooler_output.float())
+            view_scores = F.linear(pooled, self.regressor.weight.float(), self.regressor.bias.float()).squeeze(-1)
+            normalized_score = view_scores.view(batch_size, -1).mean(dim=1)
+            score = self.denormalize_scores(normalized_score)
         loss = None
         if labels is not None:
             loss = quality_loss(normalized_score, self.normalize_labels(labels.to(normalized_score)), self.config.loss)
         output = ImageQualityAssessmentOutput(
             loss=loss,
-            score=self.denormalize_scores(normalized_score),
+            score=score,
             normalized_score=normalized_score,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
@@ -419,24 +426,48 @@ class GLIAForImageQualityAssessment(GLIAPreTrainedModel):
 
 
 def quality_loss(predictions: torch.Tensor, targets: torch.Tensor, kind: str = "plcc") -> torch.Tensor:
-    """Training loss between predicted and target scores on the normalised scale.
+    """Training loss between predicted and target scores on the normalised scale, computed in float32.
 
-    `"plcc"`: `(1 - r) / 2` with `r` the Pearson correlation over the batch (0 for perfect agreement), as LoDa trains;
-    it is defined for two or more samples, so a batch of one falls back to the squared error. `"mse"`, `"l1"`: the
-    mean squared and mean absolute errors.
+    With `r` the Pearson correlation over the batch, and `p`, `t` the predictions and targets standardised over the
+    batch (mean 0, population standard deviation 1, so that `r = mean(p * t)`):
+
+    - `"plcc"`: `(1 - r) / 2`, 0 for perfect agreement.
+    - `"loda_plcc"`: the form of LoDa's `plcc_loss`, `(mse(p, t) / 4 + mse(r * p, t) / 4) / 2`. Since
+      `mse(p, t) = 2 (1 - r)` and `mse(r p, t) = 1 - r^2`, it equals `((1 - r) / 2 + (1 - r^2) / 4) / 2`: the same
+      optimum as `"plcc"`, other gradient weighting: its derivative in `r` is `(1 + r) / 2` times `"plcc"`'s, so
+      badly correlated batches pull less. `r` is not detached. As in LoDa, the standard deviations get `1e-8` added before dividing.
+    - `"mse"`, `"l1"`: the mean squared and mean absolute errors.
+
+    The correlation losses are defined for two or more samples; a batch of one falls back to the squared error.
     """
     if predictions.shape != targets.shape:
         raise ValueError(f"labels must have shape {tuple(predictions.shape)}, got {tuple(targets.shape)}.")
-    if kind == "mse" or (kind == "plcc" and predictions.numel() < 2):
-        return F.mse_loss(predictions, targets)
-    if kind == "l1":
-        return F.l1_loss(predictions, targets)
-    if kind != "plcc":
-        raise ValueError(f"Unknown loss {kind!r}.")
-    pred = predictions - predictions.mean()
-    target = targets - targets.mean()
-    correlation = (pred * target).sum() / (pred.norm() * target.norm()).clamp_min(1e-8)
-    return (1 - correlation) / 2
+    if kind not in LOSSES:
+        raise ValueError(f"Unknown loss {kind!r}; choose one of {LOSSES}.")
+    with _autocast_disabled(predictions.device.type):
+        predictions, targets = predictions.float(), targets.float()
+        if kind == "mse" or (kind in ("plcc", "loda_plcc") and predictions.numel() < 2):
+            return F.mse_loss(predictions, targets)
+        if kind == "l1":
+            return F.l1_loss(predictions, targets)
+        if kind == "loda_plcc":
+            pred_std, pred_mean = torch.std_mean(predictions, correction=0)
+            target_std, target_mean = torch.std_mean(targets, correction=0)
+            pred = (predictions - pred_mean) / (pred_std + 1e-8)
+            target = (targets - target_mean) / (target_std + 1e-8)
+            correlation = (pred * target).mean()
+            return (F.mse_loss(pred, target) / 4 + F.mse_loss(correlation * pred, target) / 4) / 2
+        pred = predictions - predictions.mean()
+        target = targets - targets.mean()
+        correlation = (pred * target).sum() / (pred.norm() * target.norm()).clamp_min(1e-8)
+        return (1 - correlation) / 2
+
+
+def _autocast_disabled(device_type: str):
+    """A context in which autocast is off on `device_type` (a no-op where autocast does not exist)."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 __all__ = ["GLIAPreTrainedModel", "GLIAModel", "GLIAForImageQualityAssessment", "GLIABlock", "quality_loss"]

@@ -27,6 +27,8 @@ from typing import Any, Dict, List, Optional, Union
 
 import yaml
 
+from glia_hf.configuration_glia import LOSSES
+
 
 METHODS = ("glia", "linear_probe", "full_finetune", "lora", "adapter", "vpt")
 TRACKERS = ("csv", "tensorboard")
@@ -115,7 +117,8 @@ class OptimConfig:
         gradient_accumulation_steps: forward/backward passes per optimiser step.
         drop_last: drop the last incomplete batch of each epoch (a PLCC over a handful of images is noisy).
         seed: seeds the model initialisation, the shuffling and the augmentations.
-        loss: ``plcc`` (LoDa), ``mse`` or ``l1``, on labels normalised to [0, 1].
+        loss: one of ``glia_hf.configuration_glia.LOSSES`` on labels normalised to [0, 1]: ``plcc`` ((1 - r) / 2),
+            ``loda_plcc`` (the form of LoDa's ``plcc_loss``; the benchmark configs use it), ``mse``, ``l1``.
         max_grad_norm: clip gradients to this norm; ``null``: no clipping.
         mixed_precision: ``auto`` (bf16 on a GPU that supports it, else none), ``no``, ``fp16``, ``bf16``.
     """
@@ -251,7 +254,7 @@ class TrainConfig:
         _choice("model.method", m.method, METHODS)
         _choice("optim.scheduler", o.scheduler, SCHEDULERS)
         _choice("optim.mixed_precision", o.mixed_precision, MIXED_PRECISION)
-        _choice("optim.loss", o.loss, ("plcc", "mse", "l1"))
+        _choice("optim.loss", o.loss, LOSSES)
         for name in out.trackers:
             _choice("output.trackers", name, TRACKERS)
         if isinstance(d.splits, str) and d.splits != "all":
