@@ -346,14 +346,35 @@ class GLIAForImageQualityAssessment(GLIAPreTrainedModel):
         """Build GLIANet around a ViT backbone.
 
         Args:
-            backbone: a Hub model id or a local directory of a `ViTModel`-family checkpoint (weights loaded, then
-                frozen; checkpoints in the transformers 4 key layout are converted on load), or a `ViTConfig` for a
-                randomly initialised backbone.
+            backbone: the ViT whose weights are loaded, then frozen, given as a Hub model id or a local directory of
+                - a transformers `ViTModel`-family checkpoint (checkpoints in the transformers 4 key layout are
+                  converted on load), or
+                - a timm ViT checkpoint (`config.json` with `architecture` and `pretrained_cfg`, timm's weight keys),
+                  e.g. `timm/vit_base_patch16_224.augreg2_in21k_ft_in1k`, converted on load by
+                  `convert_timm.load_timm_vit`;
+                or a `ViTConfig` for a randomly initialised backbone.
             glia_options: any [`GLIAConfig`] argument, e.g. `latent_dim=64`, `use_glr=False`, `score_min=1.0`.
+
+        Raises:
+            ValueError: naming the backbone weights that the checkpoint does not hold. Every weight of the ViT must
+                load; weights the ViT has no use for (a classifier, a pooler, a text tower) are ignored.
         """
         if isinstance(backbone, ViTConfig):
             return cls(GLIAConfig(backbone_config=backbone, **glia_options))
-        vit = ViTModel.from_pretrained(backbone, add_pooling_layer=False)
+        # Imported here: only building from a checkpoint needs it, never loading a saved GLIANet.
+        from .convert_timm import fold_key_names, load_timm_vit, timm_checkpoint_config
+
+        if timm_checkpoint_config(backbone) is not None:
+            vit = load_timm_vit(backbone)
+        else:
+            vit, loading_info = ViTModel.from_pretrained(backbone, add_pooling_layer=False, output_loading_info=True)
+            if loading_info["missing_keys"]:
+                raise ValueError(
+                    f"The backbone {backbone} does not hold all the weights of a ViT; missing: "
+                    f"{fold_key_names(loading_info['missing_keys'])}. "
+                    "Point it at a transformers ViT checkpoint or a timm ViT checkpoint (config.json with "
+                    "'architecture')."
+                )
         model = cls(GLIAConfig(backbone_config=vit.config, **glia_options))
         model.glia.vit.load_state_dict(vit.state_dict())
         return model
@@ -435,7 +456,8 @@ def quality_loss(predictions: torch.Tensor, targets: torch.Tensor, kind: str = "
     - `"loda_plcc"`: the form of LoDa's `plcc_loss`, `(mse(p, t) / 4 + mse(r * p, t) / 4) / 2`. Since
       `mse(p, t) = 2 (1 - r)` and `mse(r p, t) = 1 - r^2`, it equals `((1 - r) / 2 + (1 - r^2) / 4) / 2`: the same
       optimum as `"plcc"`, other gradient weighting: its derivative in `r` is `(1 + r) / 2` times `"plcc"`'s, so
-      badly correlated batches pull less. `r` is not detached. As in LoDa, the standard deviations get `1e-8` added before dividing.
+      badly correlated batches pull less (and a batch at `r = -1` not at all). `r` is not detached. As in LoDa,
+      the standard deviations get `1e-8` added before dividing.
     - `"mse"`, `"l1"`: the mean squared and mean absolute errors.
 
     The correlation losses are defined for two or more samples; a batch of one falls back to the squared error.

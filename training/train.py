@@ -265,7 +265,8 @@ def backbone_description(backbone) -> str:
 
 
 def backbone_normalisation(config: TrainConfig):
-    """The backbone's image mean and std: the config's, else its ``preprocessor_config.json``, else 0.5."""
+    """The backbone's image mean and std: the config's, else its ``preprocessor_config.json``, else (a timm
+    checkpoint) its ``pretrained_cfg``, else 0.5."""
     mean, std = config.model.image_mean, config.model.image_std
     if (mean is None or std is None) and isinstance(config.model.backbone, str):
         try:
@@ -283,6 +284,17 @@ def backbone_normalisation(config: TrainConfig):
                 std = std if std is not None else stored.get("image_std")
         except Exception as error:  # an absent or unreadable file only means the defaults are used
             logger.info("no preprocessor config for %s (%s); using mean/std 0.5", config.model.backbone, error)
+    if (mean is None or std is None) and isinstance(config.model.backbone, str):
+        from glia_hf.convert_timm import timm_normalisation
+
+        try:
+            stated = timm_normalisation(config.model.backbone)
+        except Exception as error:  # unreadable here means unloadable: building the model reports it
+            logger.info("no timm pretrained_cfg for %s (%s)", config.model.backbone, error)
+            stated = None
+        if stated is not None:
+            mean = mean if mean is not None else stated[0]
+            std = std if std is not None else stated[1]
     return mean, std
 
 
