@@ -86,12 +86,14 @@ class ModelConfig:
     Attributes:
         method: ``glia`` or a baseline of paper Table 6: ``linear_probe``, ``full_finetune``, ``lora``, ``adapter``,
             ``vpt``.
-        backbone: a Hub id or local directory of a ViT checkpoint, or a dict of ``ViTConfig`` fields for a randomly
-            initialised ViT (offline runs; the results are then labelled as such).
+        backbone: a Hub id or local directory of a ViT checkpoint (transformers, or timm's layout: converted on
+            load; every backbone weight must load), or a dict of ``ViTConfig`` fields for a randomly initialised ViT
+            (offline runs; the results are then labelled as such).
         glia: ``GLIAConfig`` options, e.g. ``{latent_dim: 64, use_glr: false, main_stream: semantic}``. The score
             range and the loss are filled in by the trainer (from the data set and ``optim.loss``).
         method_options: options of the baseline method (e.g. LoRA rank), passed to ``glia_hf.methods.build_model``.
-        image_mean, image_std: normalisation of the backbone; default: its ``preprocessor_config.json``, else 0.5.
+        image_mean, image_std: normalisation of the backbone; default: its ``preprocessor_config.json``, else a timm
+            checkpoint's ``pretrained_cfg``, else 0.5.
     """
 
     method: str = "glia"
