@@ -4,7 +4,7 @@ from transformers import PreTrainedConfig, ViTConfig
 
 
 STREAMS = ("semantic", "detail")
-LOSSES = ("plcc", "mse", "l1")
+LOSSES = ("plcc", "mse", "l1", "loda_plcc")  # loda_plcc: placeholder name in wt-h; wt-c implements the loss
 LAMBDA_SHAPES = ("scalar", "vector")
 
 
