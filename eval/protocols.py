@@ -886,7 +886,27 @@ def describe_setup(plan: Plan) -> List[str]:
         recipe = f"Recipe: {epochs} epoch(s), batch {batch}, lr {lr:g}, {views} test view(s) per image."
         if recipe not in recipes:
             recipes.append(recipe)
-    return notes + recipes
+    return notes + recipes + describe_views_and_resolution(plan)
+
+
+def describe_views_and_resolution(plan: Plan) -> List[str]:
+    """Caption note: training views per image (``data.train_views``) and image resolution
+    (``data.resize_short_side``) of the runs, per data set when they differ between data sets."""
+    from training.config import DataConfig, describe_resolution
+
+    settings: Dict[str, List[str]] = {}
+    for run in plan.runs:
+        data = run.config.get("data") or {}
+        text = (f"{data.get('train_views', DataConfig.train_views)} training view(s) per image per epoch, images at "
+                + describe_resolution(data.get("resize_short_side"),
+                                      data.get("resize_resample", DataConfig.resize_resample)))
+        datasets = settings.setdefault(text, [])
+        name = str(data.get("dataset", DataConfig.dataset))
+        if name not in datasets:
+            datasets.append(name)
+    if len(settings) == 1:
+        return [f"Training: {next(iter(settings))}."]
+    return [f"Training on {', '.join(datasets)}: {text}." for text, datasets in settings.items()]
 
 
 def _trainable_parameters(plan: Plan, cell: Cell) -> Optional[int]:

@@ -13,6 +13,10 @@ from .fragment_sampling import sample_fragments
 VIT_MEAN = [0.5, 0.5, 0.5]
 VIT_STD = [0.5, 0.5, 0.5]
 
+# The filters a resize to a fixed short side may use (Pillow's, as in LoDa's `scripts/process_*.py`, which resize with
+# torchvision on PIL images: bicubic for most data sets, torchvision's default bilinear for KonIQ-10k and SPAQ).
+RESIZE_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
 
 def pil_to_rgb(image: Image.Image) -> Image.Image:
     """Turn any PIL image into an 8-bit RGB one, with its EXIF orientation applied.
@@ -45,6 +49,62 @@ def pil_to_rgb(image: Image.Image) -> Image.Image:
             return Image.fromarray(gray[..., :3] if gray.shape[-1] >= 3 else gray[..., 0]).convert("RGB")
         return Image.fromarray(gray, mode="L").convert("RGB")
     return image.convert("RGB")
+
+
+def short_side_size(width: int, height: int, short_side: int) -> tuple:
+    """The `(width, height)` an image of `width x height` gets when its short side is scaled to `short_side`.
+
+    The short side becomes exactly `short_side`; the long side keeps the aspect ratio, rounded down:
+    `long' = floor(short_side * long / short)` (torchvision's `Resize(int)` rule, which LoDa's scripts use; e.g.
+    1024x768 -> 512x384, 4000x3000 -> 512x384, 500x500 -> 384x384 at 384). Smaller images are scaled up.
+    """
+    if short_side < 1:
+        raise ValueError(f"short_side must be a positive integer, got {short_side}.")
+    if width <= height:
+        return short_side, int(short_side * height / width)
+    return int(short_side * width / height), short_side
+
+
+def resize_short_side(image, short_side: int | None, resample: str = "bicubic"):
+    """Scale an image so that its short side is `short_side` pixels, aspect ratio kept; `None` returns it unchanged.
+
+    This is the one resize of the project: the processor applies it before anything else (so the pipeline, the CLI
+    and any caller get it), and the training data loader applies it (through the processor) before the random flips.
+    It does what LoDa's `scripts/process_*.py` do once on disk: a full decode, the EXIF orientation applied first,
+    then a Pillow resize with the given filter (antialiased when shrinking, as Pillow always is) to the size of
+    [`short_side_size`]; an image whose size already matches is returned as is, and a smaller one is scaled up.
+
+    Args:
+        image: a PIL image (any mode: converted by [`pil_to_rgb`] first; the result is an 8-bit RGB PIL image, as a
+            PNG written by LoDa's scripts holds), or a NumPy array / tensor accepted by [`to_rgb_tensor`] (the result
+            is a `(3, H, W)` float tensor in [0, 1]; 8-bit content is resized exactly as the same PIL image would be,
+            deeper content per channel in 32-bit float by the same Pillow filter).
+        short_side: the target short side in pixels, or `None` for the native resolution.
+        resample: `"bicubic"` or `"bilinear"`.
+    """
+    if resample not in RESIZE_FILTERS:
+        raise ValueError(f"resample must be one of {sorted(RESIZE_FILTERS)}, got {resample!r}.")
+    if short_side is None:
+        return image
+    if isinstance(image, Image.Image):
+        image = pil_to_rgb(image)
+        size = short_side_size(image.width, image.height, short_side)
+        return image if size == image.size else image.resize(size, RESIZE_FILTERS[resample])
+    rgb = to_rgb_tensor(image)
+    height, width = rgb.shape[-2:]
+    size = short_side_size(width, height, short_side)
+    if size == (width, height):
+        return rgb
+    levels = rgb * 255.0
+    if torch.allclose(levels, levels.round(), atol=1e-3):  # 8-bit content: Pillow's 8-bit resize, as for a PIL image
+        eight_bit = Image.fromarray(levels.round().to(torch.uint8).permute(1, 2, 0).numpy())
+        return to_rgb_tensor(eight_bit.resize(size, RESIZE_FILTERS[resample]))
+    channels = [
+        np.asarray(Image.fromarray(np.ascontiguousarray(channel.numpy(), dtype=np.float32)).resize(
+            size, RESIZE_FILTERS[resample]))
+        for channel in rgb.float()
+    ]
+    return torch.from_numpy(np.stack(channels)).clamp(0, 1)
 
 
 def to_rgb_tensor(image) -> torch.Tensor:
@@ -108,7 +168,9 @@ class GLIAImageProcessor(BaseImageProcessor):
     - `fragment_values`: the grid fragments of the full-resolution image tiled into one image (see
       `fragment_sampling.py`): the detail stream. Images too small for the grid are upscaled first, aspect ratio kept.
 
-    Both are normalised with the backbone's mean and standard deviation.
+    Both are normalised with the backbone's mean and standard deviation. With `resize_short_side` set, every image is
+    first scaled so that its short side has that many pixels ([`resize_short_side`]), the resolution the model was
+    trained at; both views are then taken from the scaled image.
 
     Args:
         image_size (`int`, *optional*, defaults to 224): side of the resized whole image.
@@ -116,6 +178,10 @@ class GLIAImageProcessor(BaseImageProcessor):
         fragment_size (`tuple[int, int]`, *optional*, defaults to `(32, 32)`): fragment size `(fh, fw)` in pixels.
         image_mean (`list[float]`, *optional*, defaults to `[0.5, 0.5, 0.5]`): per-channel mean of the backbone.
         image_std (`list[float]`, *optional*, defaults to `[0.5, 0.5, 0.5]`): per-channel standard deviation.
+        resize_short_side (`int`, *optional*): scale every image so that its short side has this many pixels before
+            anything else (LoDa trains and tests at 384 on most data sets); `None`: the native resolution.
+        resize_resample (`str`, *optional*, defaults to `"bicubic"`): the filter of that resize, `"bicubic"` or
+            `"bilinear"`.
     """
 
     model_input_names = ["pixel_values", "fragment_values"]
@@ -127,6 +193,8 @@ class GLIAImageProcessor(BaseImageProcessor):
         fragment_size=(32, 32),
         image_mean=None,
         image_std=None,
+        resize_short_side: int | None = None,
+        resize_resample: str = "bicubic",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -135,9 +203,17 @@ class GLIAImageProcessor(BaseImageProcessor):
         self.fragment_size = [int(n) for n in fragment_size]
         self.image_mean = list(image_mean) if image_mean is not None else list(VIT_MEAN)
         self.image_std = list(image_std) if image_std is not None else list(VIT_STD)
+        if resize_short_side is not None and (isinstance(resize_short_side, bool) or int(resize_short_side) < 1):
+            raise ValueError(f"resize_short_side must be a positive integer or None, got {resize_short_side!r}.")
+        if resize_resample not in RESIZE_FILTERS:
+            raise ValueError(f"resize_resample must be one of {sorted(RESIZE_FILTERS)}, got {resize_resample!r}.")
+        self.resize_short_side = int(resize_short_side) if resize_short_side is not None else None
+        self.resize_resample = resize_resample
 
     @classmethod
-    def from_config(cls, config, image_mean=None, image_std=None) -> "GLIAImageProcessor":
+    def from_config(
+        cls, config, image_mean=None, image_std=None, resize_short_side=None, resize_resample="bicubic"
+    ) -> "GLIAImageProcessor":
         """The processor that matches a [`GLIAConfig`]'s global size, grid and fragments."""
         return cls(
             image_size=config.image_size,
@@ -145,7 +221,14 @@ class GLIAImageProcessor(BaseImageProcessor):
             fragment_size=config.fragment_size,
             image_mean=image_mean,
             image_std=image_std,
+            resize_short_side=resize_short_side,
+            resize_resample=resize_resample,
         )
+
+    def resize_image(self, image):
+        """This processor's resize ([`resize_short_side`] with its `resize_short_side` and `resize_resample`); the
+        first step of [`preprocess`], and what the training data loader applies before its random flips."""
+        return resize_short_side(image, self.resize_short_side, self.resize_resample)
 
     def preprocess(
         self,
@@ -161,7 +244,8 @@ class GLIAImageProcessor(BaseImageProcessor):
 
         Args:
             images: a PIL image, NumPy array or tensor (see [`to_rgb_tensor`]), or a list of them. Any size, any
-                number of channels among 1, 3 and 4; EXIF orientation is honoured.
+                number of channels among 1, 3 and 4; EXIF orientation is honoured. Each is first scaled to
+                `resize_short_side` when the processor has one.
             random_offsets: draw the fragment offsets at random (training) instead of centring them (evaluation).
                 Defaults to `False`, or to `True` when `num_samples` is given.
             num_samples: draw `K` fragment views per image for test-time averaging: `fragment_values` then has shape
@@ -192,7 +276,7 @@ class GLIAImageProcessor(BaseImageProcessor):
         std = torch.tensor(self.image_std).view(3, 1, 1)
         pixel_values, fragment_values = [], []
         for image in images:
-            rgb = to_rgb_tensor(image)
+            rgb = to_rgb_tensor(self.resize_image(image))
             resized = F.interpolate(
                 rgb[None], size=(self.image_size, self.image_size), mode="bicubic", align_corners=False, antialias=True
             )[0].clamp(0, 1)
@@ -210,4 +294,4 @@ class GLIAImageProcessor(BaseImageProcessor):
         )
 
 
-__all__ = ["GLIAImageProcessor", "pil_to_rgb", "to_rgb_tensor"]
+__all__ = ["GLIAImageProcessor", "pil_to_rgb", "resize_short_side", "short_side_size", "to_rgb_tensor"]

@@ -28,12 +28,14 @@ from typing import Any, Dict, List, Optional, Union
 import yaml
 
 from glia_hf.configuration_glia import LOSSES
+from glia_hf.image_processing_glia import RESIZE_FILTERS
 
 
 METHODS = ("glia", "linear_probe", "full_finetune", "lora", "adapter", "vpt")
 TRACKERS = ("csv", "tensorboard")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 SCHEDULERS = ("cosine", "constant")
+RESIZE_RESAMPLE = tuple(RESIZE_FILTERS)
 
 
 class ConfigError(ValueError):
@@ -55,6 +57,17 @@ class DataConfig:
         splits: which splits to run: one index, a list of indices, or ``"all"``.
         train_fraction: train on a nested subset of each training split (paper Table 3: 0.2, 0.4, 0.6). ``null``:
             the whole training split.
+        train_views: how many times each training image appears per epoch (LoDa's ``train.patch_num``: 3 for
+            KonIQ-10k, KADID-10k and SPAQ, 5 for LIVE and LIVE Challenge, 10 for TID2013, 1 for FLIVE). Each
+            appearance is an independent sample of the shuffled epoch, with its own flips and fragment offsets, in
+            whatever batch the shuffle puts it; an epoch is ``train_views x images / batch_size`` optimiser steps, and
+            the cosine schedule spans all of them. 1: one view per image (the order of earlier runs, unchanged).
+        resize_short_side: scale every image (training, test, and later every photo the saved model scores: the value
+            is stored in the processor's ``preprocessor_config.json``) so that its short side has this many pixels,
+            aspect ratio kept, smaller images scaled up, EXIF orientation applied first: what LoDa's
+            ``scripts/process_*.py`` do once on disk (384 for most data sets). ``null``: the native resolution.
+        resize_resample: the filter of that resize, ``bicubic`` or ``bilinear`` (LoDa's KonIQ-10k and SPAQ scripts
+            use torchvision's default, bilinear; the others bicubic).
         test_dataset, test_data_dir, test_dataset_options: a second data set on which each split's model is also
             tested, whole (paper Table 2, cross-data-set). ``null``: none.
         num_workers: DataLoader worker processes per training process.
@@ -72,11 +85,22 @@ class DataConfig:
     train_ratio: float = 0.8
     splits: Union[int, List[int], str] = "all"
     train_fraction: Optional[float] = None
+    train_views: int = 1
+    resize_short_side: Optional[int] = None
+    resize_resample: str = "bicubic"
     test_dataset: Optional[str] = None
     test_data_dir: Optional[str] = None
     test_dataset_options: Dict[str, Any] = field(default_factory=dict)
     num_workers: int = 0
     cpu_threads: Optional[int] = None
+
+
+def describe_resolution(resize_short_side: Optional[int], resize_resample: str = "bicubic") -> str:
+    """The resolution of a recipe for captions and model cards: ``"native resolution"`` or e.g.
+    ``"384 px short side (bicubic resize)"``; reads after "images at"."""
+    if resize_short_side is None:
+        return "native resolution"
+    return f"{resize_short_side} px short side ({resize_resample} resize)"
 
 
 @dataclass
@@ -266,6 +290,10 @@ class TrainConfig:
                 raise ConfigError(f"data.splits holds a negative index {index}")
         if d.train_fraction is not None and not 0 < d.train_fraction <= 1:
             raise ConfigError(f"data.train_fraction must lie in (0, 1], got {d.train_fraction}")
+        _positive("data.train_views", d.train_views)
+        if d.resize_short_side is not None:
+            _positive("data.resize_short_side", d.resize_short_side)
+        _choice("data.resize_resample", d.resize_resample, RESIZE_RESAMPLE)
         if not 0 < d.train_ratio < 1:
             raise ConfigError(f"data.train_ratio must lie in (0, 1), got {d.train_ratio}")
         _positive("data.num_splits", d.num_splits)
@@ -535,6 +563,7 @@ __all__ = [
     "OutputConfig",
     "TrainConfig",
     "config_from_dict",
+    "describe_resolution",
     "flat_config",
     "load_config",
     "parse_overrides",

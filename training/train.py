@@ -69,7 +69,7 @@ from glia_hf import GLIAImageProcessor
 from glia_hf.data import get_score_scale, load_image, load_iqa_dataset, load_splits, make_splits, save_splits
 from glia_hf.data.scales import canonical_name
 from glia_hf.data.splits import split_indices
-from training.config import ConfigError, TrainConfig, config_from_dict, flat_config, load_config
+from training.config import ConfigError, TrainConfig, config_from_dict, describe_resolution, flat_config, load_config
 from training.model_card import fill_model_card, load_template
 
 
@@ -149,29 +149,35 @@ def make_trackers(names: Sequence[str], logging_dir: Path) -> list:
 
 
 class EpochSampler(Sampler):
-    """Shuffles the training rows with a generator seeded by ``(seed, split, epoch)`` and gives every sample its
+    """Shuffles the training samples with a generator seeded by ``(seed, split, epoch)`` and gives every sample its
     own augmentation seed.
 
-    It yields ``(row, draw_seed)`` pairs. The order and the seeds depend on nothing but the run seed, the split and
-    the epoch, never on earlier epochs, workers or a previous process: a run resumed at an epoch boundary sees
-    exactly the batches and augmentations of an uninterrupted one. Accelerate's prepared loader calls
-    :meth:`set_epoch` (through ``loader.set_epoch``) and shards the batches across processes.
+    An epoch holds ``views`` samples of each of the ``num_rows`` training rows (``data.train_views``, LoDa's
+    ``train.patch_num``): sample ``s`` of ``num_rows * views`` is a view of row ``s // views`` (LoDa's layout, each
+    image repeated ``views`` times), and all samples are shuffled together, so the views of an image land in
+    different batches and each gets its own flips and fragment offsets. It yields ``(row, draw_seed)`` pairs. The
+    order and the seeds depend on nothing but the run seed, the split and the epoch, never on earlier epochs,
+    workers or a previous process: a run resumed at an epoch boundary sees exactly the batches and augmentations of
+    an uninterrupted one; with ``views == 1`` the order is the one of runs made before ``views`` existed. Accelerate's
+    prepared loader calls :meth:`set_epoch` (through ``loader.set_epoch``) and shards the batches across processes.
     """
 
-    def __init__(self, num_rows: int, seed: int, split: int):
-        self.num_rows, self.seed, self.split, self.epoch = num_rows, seed, split, 0
+    def __init__(self, num_rows: int, seed: int, split: int, views: int = 1):
+        if views < 1:
+            raise ValueError(f"views must be a positive integer, got {views}")
+        self.num_rows, self.seed, self.split, self.views, self.epoch = num_rows, seed, split, int(views), 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return self.num_rows
+        return self.num_rows * self.views
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.split, self.epoch])
-        order = rng.permutation(self.num_rows)
-        draw_seeds = rng.integers(0, 2**62, size=self.num_rows)
-        return iter(zip(order.tolist(), draw_seeds.tolist()))
+        order = rng.permutation(len(self))
+        draw_seeds = rng.integers(0, 2**62, size=len(self))
+        return iter(zip((order // self.views).tolist(), draw_seeds.tolist()))
 
 
 class IQAImageDataset(Dataset):
@@ -181,11 +187,16 @@ class IQAImageDataset(Dataset):
     error naming the file when it cannot be read), ``mos`` (on the data set's scale), ``index`` (position in this
     dataset) and ``draw_seed``. Training items are requested as ``(index, draw_seed)`` pairs (see
     :class:`EpochSampler`); the flips are drawn from a generator seeded with ``draw_seed``.
+
+    ``resize`` (the processor's :meth:`~glia_hf.GLIAImageProcessor.resize_image`, i.e. ``data.resize_short_side``)
+    is applied right after decoding, before the flips, as LoDa flips its pre-resized copies; it runs in the loader's
+    workers, and the processor's own call of it in the collator then finds the size already right and does nothing.
     """
 
-    def __init__(self, paths: Sequence[str], mos: Sequence[float], hflip: float = 0.0, vflip: float = 0.0):
+    def __init__(self, paths: Sequence[str], mos: Sequence[float], hflip: float = 0.0, vflip: float = 0.0,
+                 resize: Optional[Callable] = None):
         self.paths, self.mos = list(paths), [float(m) for m in mos]
-        self.hflip, self.vflip = hflip, vflip
+        self.hflip, self.vflip, self.resize = hflip, vflip, resize
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -193,6 +204,8 @@ class IQAImageDataset(Dataset):
     def __getitem__(self, item):
         index, draw_seed = item if isinstance(item, tuple) else (item, None)
         image = load_image(self.paths[index])
+        if self.resize is not None:
+            image = self.resize(image)
         if draw_seed is not None and (self.hflip or self.vflip):
             flip_h, flip_v = np.random.default_rng(draw_seed).random(2)
             if flip_h < self.hflip:
@@ -238,6 +251,16 @@ def _batch(features, samples) -> Dict[str, torch.Tensor]:
     }
 
 
+def schedule_steps(batches_per_epoch: int, config: TrainConfig) -> int:
+    """Optimiser steps of a whole training run: the schedule's length.
+
+    ``batches_per_epoch`` is the length of the training loader, whose sampler holds ``data.train_views`` samples per
+    image, so this is ``epochs x ceil(batches / accumulation)`` with ``batches = views x images / micro-batch``
+    (rounded down with ``optim.drop_last``, up without): with accumulation 1, ``epochs x views x images / batch``.
+    """
+    return math.ceil(batches_per_epoch / config.optim.gradient_accumulation_steps) * config.optim.epochs
+
+
 def _worker_init(worker_id: int) -> None:
     # Workers draw nothing from the global RNGs (all randomness is seeded per sample), but keep them apart anyway.
     seed = torch.initial_seed() % 2**32
@@ -262,6 +285,11 @@ def backbone_description(backbone) -> str:
             f"{vit.image_size} px, patch {vit.patch_size}; not pre-trained)"
         )
     return str(backbone)
+
+
+def resolution_of(config: TrainConfig) -> str:
+    """The recipe's image resolution in words (``data.resize_short_side``; also in the saved processor config)."""
+    return describe_resolution(config.data.resize_short_side, config.data.resize_resample)
 
 
 def backbone_normalisation(config: TrainConfig):
@@ -418,16 +446,21 @@ class Run:
                 f"optim.batch_size / gradient_accumulation_steps = {micro_batch} images per forward pass must be "
                 f"divisible by the {processes} processes"
             )
-        if config.optim.drop_last and len(train) < micro_batch:
+        views = config.data.train_views
+        if config.optim.drop_last and len(train) * views < micro_batch:
             raise ConfigError(
-                f"split {split}: {len(train)} training images are fewer than one batch of {micro_batch}; lower "
-                "optim.batch_size or set optim.drop_last false"
+                f"split {split}: {len(train)} training images x {views} view(s) are fewer than one batch of "
+                f"{micro_batch}; lower optim.batch_size or set optim.drop_last false"
             )
-        sampler = EpochSampler(len(train), config.optim.seed, split)
+        sampler = EpochSampler(len(train), config.optim.seed, split, views)
+        if views > 1:
+            accelerator.print(f"split {split}: {len(train)} training images x {views} views = {len(sampler)} "
+                              "samples per epoch")
         common = dict(num_workers=config.data.num_workers, worker_init_fn=_worker_init,
                       pin_memory=torch.cuda.is_available())
         train_loader = DataLoader(
-            IQAImageDataset(train["image"], train["mos"], config.augmentation.hflip, config.augmentation.vflip),
+            IQAImageDataset(train["image"], train["mos"], config.augmentation.hflip, config.augmentation.vflip,
+                            resize=processor.resize_image),
             batch_size=micro_batch, sampler=sampler, drop_last=config.optim.drop_last,
             collate_fn=TrainCollator(processor, config.augmentation.random_offsets), **common,
         )
@@ -438,7 +471,8 @@ class Run:
         processes = self.accelerator.num_processes
         batch = math.ceil(self.config.eval.batch_size / processes) * processes  # split_batches needs a multiple
         return DataLoader(
-            IQAImageDataset(rows["image"], rows["mos"]), batch_size=batch, shuffle=False,
+            IQAImageDataset(rows["image"], rows["mos"], resize=processor.resize_image), batch_size=batch,
+            shuffle=False,
             collate_fn=EvalCollator(processor, num_views or self.config.eval.num_views, self.config.eval.seed),
             num_workers=self.config.data.num_workers, worker_init_fn=_worker_init,
             pin_memory=torch.cuda.is_available(),
@@ -464,7 +498,10 @@ class Run:
         set_seed(config.optim.seed)  # the same initialisation for every split, whichever splits ran before
         model = build_model(config, self.scale)
         mean, std = backbone_normalisation(config)
-        processor = GLIAImageProcessor.from_config(model.config, image_mean=mean, image_std=std)
+        processor = GLIAImageProcessor.from_config(
+            model.config, image_mean=mean, image_std=std, resize_short_side=config.data.resize_short_side,
+            resize_resample=config.data.resize_resample,
+        )
         train_loader, sampler, test_loader, train_rows, test_rows = self.loaders(split, processor)
 
         trainable = [p for p in model.parameters() if p.requires_grad]
@@ -477,8 +514,7 @@ class Run:
             trainable, lr=config.optim.lr, weight_decay=config.optim.weight_decay, betas=tuple(config.optim.betas),
             eps=config.optim.eps,
         )
-        steps_per_epoch = math.ceil(len(train_loader) / config.optim.gradient_accumulation_steps)
-        total_steps = steps_per_epoch * config.optim.epochs
+        total_steps = schedule_steps(len(train_loader), config)
         warmup = config.optim.warmup_steps or round(config.optim.warmup_ratio * total_steps)
         if config.optim.scheduler == "cosine":
             scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
@@ -733,7 +769,8 @@ def results_table(config: TrainConfig, results: List[dict], wall_time: float) ->
     caption = make_caption(
         f"{config.data.dataset}"
         + (f", {config.data.train_fraction:g} of each training split" if config.data.train_fraction else "")
-        + ", test part of each split.",
+        + f", test part of each split; images at {resolution_of(config)}, {config.data.train_views} training "
+        f"view(s) per image per epoch.",
         backbone_description(config.model.backbone), sorted({s.count for s in summary.values()}), metrics,
         label=result_label(config),
     )
@@ -858,7 +895,9 @@ def card_values(run: Run, payload: dict, split_result: dict, model_id: str) -> D
         f"per optimiser step (warm-up {config.optim.warmup_steps or config.optim.warmup_ratio:g}), "
         f"{config.optim.epochs} epochs, batch {config.optim.batch_size} (accumulation "
         f"{config.optim.gradient_accumulation_steps}), seed {config.optim.seed}, {config.optim.loss.upper()} loss on "
-        f"labels normalised to [0, 1]. Augmentation: horizontal flip p={config.augmentation.hflip:g}, vertical flip "
+        f"labels normalised to [0, 1], {config.data.train_views} training view(s) per image per epoch. Images at "
+        f"{resolution_of(config)} in training, test and scoring (`resize_short_side` in the saved processor "
+        f"config). Augmentation: horizontal flip p={config.augmentation.hflip:g}, vertical flip "
         f"p={config.augmentation.vflip:g}, {'random' if config.augmentation.random_offsets else 'centred'} fragment "
         f"offsets. Test scores: mean over {config.eval.num_views} fragment draws (seed {config.eval.seed}). "
         f"Training and test time of the run: {payload['wall_time_seconds']:.0f} s. Versions: "
