@@ -403,17 +403,34 @@ def _fraction_label(fraction):
     return f"{fraction * 100:g}%" if fraction <= 1.0 else f"{fraction:g}%"
 
 
+#: Table 3's description for each reading of its percentages (``data.train_fraction_of``).
+DATA_EFFICIENCY_READINGS = {
+    "dataset": ("Data-efficient training: each row's percentage is a share of all images of the data set (the "
+                "paper's \"training set containing 20%, 40% and 60% images\"), drawn from each split's training "
+                "part; tested on that split's test part, unchanged."),
+    "train_split": ("Data-efficient training: each row's percentage is a share of each split's training part "
+                    "({ratio} of the data set, so 20% is {twenty} of all images); tested on that split's test part, "
+                    "unchanged."),
+}
+
+
 def data_efficiency_table(results, *, backbone, datasets=None, metrics=("srcc", "plcc"),
-                          label=None, spread=True, digits=3, title="Table 3"):
+                          label=None, spread=True, digits=3, title="Table 3", fraction_of="dataset",
+                          train_ratio=0.8):
     """Table 3 layout: rows = (training fraction, method); per data set SRCC and PLCC.
 
     ``results``: ``{fraction: {method: {dataset: [per-split result dicts]}}}``, with fraction as
-    a share of the training split (0.2) or a percentage (20); shown as ``20%``.
+    a share (0.2) or a percentage (20); shown as ``20%``. ``fraction_of`` says what the share is
+    of (``"dataset"``: all images; ``"train_split"``: each split's training part, which holds
+    ``train_ratio`` of the images), and the caption says so.
     """
+    if fraction_of not in DATA_EFFICIENCY_READINGS:
+        raise ValueError(f"fraction_of must be one of {sorted(DATA_EFFICIENCY_READINGS)}, got {fraction_of!r}")
+    description = DATA_EFFICIENCY_READINGS[fraction_of].format(
+        ratio=f"{train_ratio * 100:g}%", twenty=f"{0.2 * train_ratio * 100:g}%")
     rows = [([_fraction_label(frac), method], [], cells)
             for frac, by_method in results.items() for method, cells in by_method.items()]
-    return _grid_table(title, "Data-efficient training: a fraction of each training split is "
-                       "used; the test split is unchanged.", ["Training data", "Method"], rows,
+    return _grid_table(title, description, ["Training data", "Method"], rows,
                        datasets, metrics, backbone, label, spread, digits)
 
 

@@ -197,8 +197,12 @@ def test_too_few_samples_raise():
         compute_iqa_metrics([], [])
     assert compute_iqa_metrics([0.3], [2.0], names=["rmse_raw"])["rmse_raw"] == pytest.approx(1.7)
     for key in ("plcc", "rmse"):
-        with pytest.raises(ValueError, match=f"{key}: needs at least 4 samples, got 3"):
+        with pytest.raises(ValueError, match=f"{key}: the 4-parameter logistic fit needs at least 4 samples, got 3"):
             compute_iqa_metrics([1.0, 2.0, 3.0], [1.0, 3.0, 2.0], names=[key])
+    # A tiny test set in a training loop: NaN with a warning for the fitted values, the others as usual.
+    with pytest.warns(LogisticFitWarning, match="needs at least 4 samples"):
+        got = compute_iqa_metrics([1.0, 2.0, 3.0], [1.0, 3.0, 2.0], allow_degenerate=True)
+    assert np.isnan(got["plcc"]) and np.isnan(got["rmse"]) and got["srcc"] == pytest.approx(0.5)
 
 
 def test_unknown_metric_name():

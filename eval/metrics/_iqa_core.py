@@ -41,8 +41,8 @@ Degenerate-input policy (shared by every metric)
 Always a ``ValueError`` (these are caller bugs, never silently a number):
 
 * predictions and references of different lengths, or not one-dimensional;
-* fewer samples than the metric needs (2 for the raw correlations, 1 for the raw RMSE, 4 for
-  the fitted PLCC and RMSE: the curve has 4 parameters);
+* fewer samples than the metric needs (2 for the correlations and the fitted RMSE, 1 for the
+  raw RMSE);
 * a NaN or infinite value in the references.
 
 A ``ValueError`` by default, and NaN plus a ``RuntimeWarning`` when the caller passes
@@ -52,7 +52,8 @@ and carry on):
 * a NaN or infinite value in the predictions (every metric is then NaN);
 * constant predictions or constant references, for which a correlation and the fit are undefined
   (the raw RMSE is still well defined and is returned normally);
-* a failed logistic fit (``plcc`` and ``rmse`` only).
+* a failed logistic fit, or fewer than 4 samples for it (the curve has 4 parameters):
+  ``plcc`` and ``rmse`` only, with a :class:`LogisticFitWarning`.
 
 Ties are ranked as scipy does (average ranks for SRCC, tau-b for KRCC), because the values come
 from scipy itself.
@@ -237,6 +238,9 @@ def _fitted_or_reason(pred, ref):
     reason = degenerate_reason(pred, ref, what="the logistic fit")
     if reason:
         return None, reason
+    if pred.shape[0] < MIN_SAMPLES_LOGISTIC:
+        return None, (f"the 4-parameter logistic fit needs at least {MIN_SAMPLES_LOGISTIC} samples, "
+                      f"got {pred.shape[0]}")
     try:
         _, fitted = fit_logistic4(pred, ref)
     except (RuntimeError, ValueError, np.linalg.LinAlgError) as err:
@@ -251,7 +255,7 @@ def _from_fit(key, fitted, ref):
 
 
 def _fitted_metric(key, predictions, references, allow_degenerate):
-    pred, ref = check_inputs(predictions, references, MIN_SAMPLES_LOGISTIC, key)
+    pred, ref = check_inputs(predictions, references, MIN_SAMPLES_CORRELATION, key)
     fitted, reason = _fitted_or_reason(pred, ref)
     if reason:
         category = LogisticFitWarning if reason.startswith("the 4-parameter") else DegenerateInputWarning
@@ -289,7 +293,7 @@ def compute(predictions, references, keys=RESULT_KEYS, allow_degenerate=False):
         if key not in FITTED_KEYS:
             results[key] = METRIC_FUNCTIONS[key](predictions, references, allow_degenerate=allow_degenerate)
             continue
-        pred, ref = check_inputs(predictions, references, MIN_SAMPLES_LOGISTIC, key)
+        pred, ref = check_inputs(predictions, references, MIN_SAMPLES_CORRELATION, key)
         if fit is None:
             fit = _fitted_or_reason(pred, ref)
         fitted, reason = fit
