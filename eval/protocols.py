@@ -1065,8 +1065,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Any further --section.key value arguments override every run's config, e.g. --optim.epochs 2.",
     )
     parser.add_argument("table", choices=TABLES)
-    parser.add_argument("--base-config", nargs="+", default=None, metavar="YAML",
-                        help="one training config per data set (default: the training loop's defaults)")
+    parser.add_argument("--base-config", nargs="+", action="extend", default=None, metavar="YAML",
+                        help="one training config per data set, listed after one flag or each after its own "
+                             "(default: the training loop's defaults)")
     parser.add_argument("--splits", nargs="+", type=int, default=[0, 1, 2], metavar="K")
     parser.add_argument("--out", default="outputs/protocols", help="protocol folder: runs, splits files, tables")
     parser.add_argument("--fractions", nargs="+", type=float, default=None, help="data_efficient: training fractions")

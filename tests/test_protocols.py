@@ -176,6 +176,14 @@ def test_dry_run_lists_runs_without_training(tmp_path, builtin_base, capsys):
 # ------------------------------------------------------------------------------------------------ table assembly
 
 
+def test_base_config_flag_may_be_repeated(tmp_path, builtin_base, capsys):
+    other = write_base(tmp_path / "k.yaml", {"dataset": "koniq10k", "data_dir": "/data/koniq"})
+    for flags in (["--base-config", str(builtin_base), str(other)],
+                  ["--base-config", str(builtin_base), "--base-config", str(other)]):  # as the README writes it
+        assert protocols.main(["intra", *flags, "--splits", "0", "--out", str(tmp_path / "o"), "--dry-run"]) == 0
+        assert "2 cells x 1 splits = 2 runs" in capsys.readouterr().out
+
+
 def test_dry_run_of_table4_lists_three_runs(tmp_path, builtin_base, capsys):
     code = protocols.main(["ablation_components", "--base-config", str(builtin_base), "--splits", "0",
                            "--out", str(tmp_path / "out"), "--dry-run"])
