@@ -64,8 +64,8 @@ from transformers import ViTConfig, get_constant_schedule_with_warmup, get_cosin
 import glia_hf  # noqa: F401  (registers the GLIA classes with the Auto classes and for remote code)
 from eval.metrics import RESULT_KEYS, compute_iqa_metrics
 from eval.plots import scatter_plot
-from eval.reporting import (FIT_NOTE, RESULTS_SCHEMA_VERSION, Table, describe_train_fraction, make_caption, metric_label,
-                            summarize_splits, to_markdown, write_table)
+from eval.reporting import (FIT_NOTE, RESULTS_SCHEMA_VERSION, Table, describe_train_fraction, make_caption,
+                            metric_label, summarize_splits, to_markdown, write_table)
 from glia_hf import GLIAImageProcessor
 from glia_hf.data import get_score_scale, load_image, load_iqa_dataset, load_splits, make_splits, save_splits
 from glia_hf.data.scales import canonical_name
@@ -715,14 +715,18 @@ def summary_of(results: List[dict], metrics=METRICS) -> Dict[str, dict]:
     return {metric: summary.as_dict() for metric, summary in summarize_splits(results, list(metrics)).items()}
 
 
+def _train_fraction_text(config: TrainConfig) -> str:
+    data = config.data
+    return describe_train_fraction(data.train_fraction, data.train_fraction_of, data.train_ratio)
+
+
 def results_table(config: TrainConfig, results: List[dict], wall_time: float) -> Table:
     """One row (this run's method): trainable parameters, median (mean ± std) SRCC, PLCC, KRCC, RMSE, wall time."""
     metrics = list(METRICS)
     summary = summarize_splits(results, metrics)
     caption = make_caption(
         f"{config.data.dataset}"
-        + (f", {describe_train_fraction(config.data.train_fraction, config.data.train_fraction_of, config.data.train_ratio)}"
-           if config.data.train_fraction else "")
+        + (f", {_train_fraction_text(config)}" if config.data.train_fraction else "")
         + ", test part of each split.",
         backbone_description(config.model.backbone), sorted({s.count for s in summary.values()}), metrics,
         label=result_label(config),
@@ -813,8 +817,7 @@ def card_values(run: Run, payload: dict, split_result: dict, model_id: str) -> D
         f"{round((1 - config.data.train_ratio) * 100)} train/test splits (seed {run.splits.get('seed')}, "
         f"{'by reference scene' if by_scene else 'by image'}); trained on its training part "
         f"({split_result['num_train']} images"
-        + (f"; {describe_train_fraction(config.data.train_fraction, config.data.train_fraction_of, config.data.train_ratio)}"
-           if config.data.train_fraction else "")
+        + (f"; {_train_fraction_text(config)}" if config.data.train_fraction else "")
         + f"), tested on its test part ({split_result['num_test']} images)"
     )
     summary = payload["summary"]
