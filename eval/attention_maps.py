@@ -181,10 +181,17 @@ def attention_map_figure(model, images, path, processor=None, names=None, cell_i
     return path
 
 
+#: The figure's caption (also the command's description).
+FIGURE_CAPTION = (
+    "Last-block CLS attention of GLIANet and of its plain frozen ViT, side by side (after the paper's Fig. 3). "
+    "DEIQT, which the paper's Fig. 3 also shows, is not included: this repository does not implement it."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m eval.attention_maps",
-        description="Last-block CLS attention of GLIANet and of its plain frozen ViT, side by side (paper Fig. 3).",
+        description=FIGURE_CAPTION,
     )
     parser.add_argument("--model", required=True, help="GLIANet checkpoint directory (save_pretrained)")
     parser.add_argument("--images", nargs="+", required=True, help="image files, one figure row each")

@@ -16,7 +16,18 @@ This module is split so that everything but scoring is model-free and testable:
   and write the sheet and a JSON of the pairs;
 * :func:`load_scorer` - the one model-dependent piece: a ``score_fn`` for a saved GLIA model
   directory (imports ``glia_hf`` lazily);
-* ``python -m eval.gmad --model-a DIR --model-b DIR --images FOLDER --out sheet.png``.
+* :func:`csv_scorer` - a ``score_fn`` that looks scores up in a CSV of (image, score) written by
+  any other model, so that the opponent can be anything (the paper's is DEIQT; a pyiqa run of
+  any of its metrics writes such a file);
+* ``python -m eval.gmad --model-a DIR|CSV --model-b DIR|CSV --images FOLDER --out sheet.png``.
+
+Scores CSV (:func:`read_score_csv`): one row per image, either with a header naming an image
+column (one of :data:`IMAGE_COLUMNS`) and a score column (one of :data:`SCORE_COLUMNS`), or
+without a header, as two columns ``image,score``. An image is a path, absolute or relative to the
+``--images`` folder, or a bare file name when that name is unique in the CSV. Scores may be on
+any scale (gMAD compares orders within each model), but higher must mean better: negate the
+scores of a measure that rises as quality falls. Every pool image needs a score; extra rows are
+ignored.
 """
 
 import argparse
@@ -36,10 +47,15 @@ __all__ = [
     "run_gmad",
     "list_images",
     "load_scorer",
+    "read_score_csv",
+    "csv_scorer",
     "main",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm")
+#: Header names accepted for the image and the score column of a scores CSV (first match wins).
+IMAGE_COLUMNS = ("image", "img_path", "path", "file", "filename", "name")
+SCORE_COLUMNS = ("score", "prediction", "pred", "quality")
 
 
 @dataclass(frozen=True)
@@ -369,6 +385,105 @@ def load_scorer(model_dir, batch_size=16, device=None):
     return score_fn
 
 
+def _is_number(text):
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def read_score_csv(path):
+    """Read a scores CSV (format in the module docstring) into a list of ``(image, score)``.
+
+    Raises ``ValueError`` naming the file and the row for a missing column, a score that is not
+    a finite number, or an image listed twice.
+    """
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"scores CSV {path} does not exist")
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+    if not rows:
+        raise ValueError(f"scores CSV {path} is empty")
+    header = [cell.strip().lower() for cell in rows[0]]
+    if len(header) >= 2 and not _is_number(rows[0][1]):
+        image_col = next((header.index(c) for c in IMAGE_COLUMNS if c in header), None)
+        score_col = next((header.index(c) for c in SCORE_COLUMNS if c in header), None)
+        if image_col is None or score_col is None:
+            raise ValueError(
+                f"{path}: the header {rows[0]} needs an image column (one of {list(IMAGE_COLUMNS)}) and a score "
+                f"column (one of {list(SCORE_COLUMNS)})"
+            )
+        body, first_line = rows[1:], 2
+    else:
+        image_col, score_col, body, first_line = 0, 1, rows, 1
+    entries, seen = [], {}
+    for line, row in enumerate(body, first_line):
+        if len(row) <= max(image_col, score_col):
+            raise ValueError(f"{path}, row {line}: expected an image and a score, got {row}")
+        image, text = row[image_col].strip(), row[score_col].strip()
+        try:
+            score = float(text)
+        except ValueError:
+            raise ValueError(f"{path}, row {line}: score {text!r} is not a number") from None
+        if not np.isfinite(score):
+            raise ValueError(f"{path}, row {line}: score {text!r} is not finite")
+        if image in seen:
+            raise ValueError(f"{path}, rows {seen[image]} and {line}: image {image!r} is listed twice")
+        seen[image] = line
+        entries.append((image, score))
+    return entries
+
+
+def csv_scorer(path, images_root=None):
+    """Return ``score_fn(paths) -> np.ndarray`` that looks each path up in a scores CSV.
+
+    An image of the CSV matches a pool path when it names the same file (an absolute path, or a
+    path relative to ``images_root``, or to the CSV's folder), or else by bare file name when
+    that name occurs once in the CSV. A pool image without a score raises ``ValueError`` naming
+    how many are missing and the first one.
+    """
+    path = Path(path)
+    entries = read_score_csv(path)
+    by_file, by_name = {}, {}
+    bases = [Path(images_root)] if images_root is not None else []
+    bases.append(path.parent)
+    for image, score in entries:
+        candidate = Path(image)
+        for base in ([None] if candidate.is_absolute() else bases):
+            full = candidate if base is None else base / candidate
+            by_file.setdefault(str(full.resolve()), score)
+        by_name.setdefault(candidate.name, []).append(score)
+
+    def score_fn(paths):
+        scores, missing = [], []
+        for p in paths:
+            p = Path(p)
+            score = by_file.get(str(p.resolve()))
+            if score is None and len(by_name.get(p.name, [])) == 1:
+                score = by_name[p.name][0]
+            if score is None:
+                missing.append(p)
+                score = float("nan")
+            scores.append(score)
+        if missing:
+            raise ValueError(
+                f"scores CSV {path} has no score for {len(missing)} of {len(paths)} images (first: {missing[0]}); "
+                "score every image of the pool, or point --images at the images it scored"
+            )
+        return np.asarray(scores, dtype=np.float64)
+
+    return score_fn
+
+
+def is_score_csv(spec):
+    """Whether a ``--model-a/--model-b`` value names a scores CSV rather than a saved model folder."""
+    return Path(spec).suffix.lower() == ".csv"
+
+
 # ---------------------------------------------------------------- command line
 
 
@@ -378,12 +493,15 @@ def _parser():
         description="gMAD competition between two IQA models on an unlabelled image folder: "
                     "write a contact sheet PNG of the selected pairs and a JSON of them.",
     )
-    p.add_argument("--model-a", required=True, help="saved model directory of model A")
-    p.add_argument("--model-b", required=True, help="saved model directory of model B")
+    p.add_argument("--model-a", required=True,
+                   help="model A: a saved GLIA model directory, or a CSV of (image, score) from any model")
+    p.add_argument("--model-b", required=True,
+                   help="model B: a saved GLIA model directory, or a CSV of (image, score) from any model "
+                        "(e.g. the paper's opponent DEIQT, or any pyiqa metric, scored beforehand)")
     p.add_argument("--images", required=True, help="folder of images (the unlabelled pool)")
     p.add_argument("--out", required=True, help="contact sheet PNG to write")
     p.add_argument("--names", nargs=2, default=None, metavar=("NAME_A", "NAME_B"),
-                   help="display names (default: the model folders' names)")
+                   help="display names (default: the model folders' names, or the CSV files' names without .csv)")
     p.add_argument("--levels", nargs="+", type=float, default=[0.1, 0.9],
                    help="defender quantiles at which levels are centred (default: 0.1 0.9)")
     p.add_argument("--tolerance", type=float, default=0.025,
@@ -399,13 +517,21 @@ def main(argv=None, scorer_factory=None):
     """Command-line entry point; returns the exit status.
 
     ``scorer_factory(model_dir) -> score_fn`` defaults to :func:`load_scorer`; tests pass a fake.
+    A ``--model-a/--model-b`` value ending in ``.csv`` is read with :func:`csv_scorer` instead.
     """
     args = _parser().parse_args(argv)
     if scorer_factory is None:
         def scorer_factory(model_dir):
             return load_scorer(model_dir, batch_size=args.batch_size, device=args.device)
-    names = tuple(args.names) if args.names else (Path(args.model_a).name or "A",
-                                                   Path(args.model_b).name or "B")
+
+    def scorer(spec):
+        return csv_scorer(spec, images_root=args.images) if is_score_csv(spec) else scorer_factory(spec)
+
+    def default_name(spec, fallback):
+        spec = Path(spec)
+        return (spec.stem if is_score_csv(spec) else spec.name) or fallback
+
+    names = tuple(args.names) if args.names else (default_name(args.model_a, "A"), default_name(args.model_b, "B"))
     if names[0] == names[1]:
         names = (f"{names[0]} (A)", f"{names[1]} (B)")
     images = list_images(args.images, recursive=args.recursive)
@@ -413,9 +539,13 @@ def main(argv=None, scorer_factory=None):
         print(f"error: found {len(images)} image(s) in {args.images}; gMAD needs at least 2",
               file=sys.stderr)
         return 2
-    pairs = run_gmad(images, scorer_factory(args.model_a), scorer_factory(args.model_b), args.out,
-                     names=names, levels=args.levels, tolerance=args.tolerance,
-                     pairs_json=args.pairs_json)
+    try:
+        score_a, score_b = scorer(args.model_a), scorer(args.model_b)
+        pairs = run_gmad(images, score_a, score_b, args.out, names=names, levels=args.levels,
+                         tolerance=args.tolerance, pairs_json=args.pairs_json)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     json_path = args.pairs_json or str(Path(args.out).with_suffix(".json"))
     print(f"{len(pairs)} gMAD pair(s) from {len(images)} images -> {args.out} and {json_path}")
     return 0

@@ -15,7 +15,7 @@ def _metric_text(metrics):
     from .reporting import METRIC_LABELS
 
     parts = []
-    for key in ("srcc", "plcc", "plcc_logistic4", "krcc", "rmse"):
+    for key in METRIC_LABELS:  # every result key, in the order defined once in eval.reporting
         if metrics.get(key) is not None:
             value = float(metrics[key])
             parts.append(f"{METRIC_LABELS[key]} = {'nan' if np.isnan(value) else f'{value:.3f}'}")

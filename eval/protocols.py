@@ -13,12 +13,14 @@ name                   paper       rows x columns
 ``intra``              Table 1     GLIA x each data set (one ``--base-config`` per data set)
 ``cross``              Table 2     GLIA x (train set -> test set) pairs; each split's model is tested on the whole other
                                    set, without fine-tuning
-``data_efficient``     Table 3     (20/40/60 % of each training split, GLIA) x each data set; the subsets are the
-                                   nested ones stored in the splits file
-``ablation_components``Table 4     (LGF, GLR) on/off x each data set
+``data_efficient``     Table 3     (20/40/60 % of the images, GLIA) x each data set: of all images of the data set by
+                                   default (``data.train_fraction_of: dataset``, the paper's words) or of each training
+                                   split (``train_split``); the nested subsets stored in the splits file
+``ablation_components``Table 4     (GLR, LGF) on/off x each data set: three runs per split and data set (GLR on with LGF
+                                   off is the no-interaction model, printed, not trained; see :data:`COMPONENTS_NOTE`)
 ``ablation_streams``   Table 5     (guidance, main) stream pairs x each data set
 ``methods``            Table 6     linear probe, full fine-tune, adapter, LoRA, VPT, GLIA with trainable parameter
-                                   counts x each data set
+                                   counts x each data set, and LoDa's row quoted from the paper (not run)
 =====================  ==========  ====================================================================================
 
 How a protocol runs
@@ -40,6 +42,10 @@ again: an interrupted protocol is continued by running the same command, and mor
 (``--splits 3 4``) without retraining the first ones. A changed setting (more epochs, say) gives new run directories.
 All runs of one data set read the same splits file ``<out>/splits/<data set>-<hash>.json`` (created by the first
 run), so every method and every table sees the same splits.
+
+A run's results count only if its results file carries the current ``schema_version``
+(:data:`eval.reporting.RESULTS_SCHEMA_VERSION`); a run finished before PLCC became the fitted one is refused with a
+message saying which directory to delete, so that no table mixes the two.
 
 The table is assembled from the per-split results of its runs with :mod:`eval.reporting` and written as
 ``<out>/<table file>.md`` and ``.csv``. Its caption names the number of splits and the backbone, and carries the
@@ -106,8 +112,34 @@ METHOD_LABELS = {
     "vpt": "VPT",
     "glia": "GLIA (ours)",
 }
-#: Paper Table 4: (use_lgf, use_glr), from neither module to both.
-COMPONENT_ROWS = ((False, False), (True, False), (False, True), (True, True))
+#: Paper Table 4's rows as (GLR, LGF) in the paper's order, then the row we add (neither module).
+COMPONENT_ROWS = ((True, False), (False, True), (True, True), (False, False))
+#: Rows of Table 4 that are printed but not trained, and the row whose model they are.
+COMPONENT_SAME_AS = {(True, False): (False, False)}
+#: Table 4's columns and metrics, in the paper's order.
+COMPONENT_SETTINGS = ("GLR", "LGF")
+COMPONENT_METRICS = ("plcc", "srcc")
+#: What a row of Table 4 that is not trained shows in its cells.
+SAME_AS_NO_INTERACTION = "= no interaction (see note)"
+#: Why (caption of Table 4; the same reasoning is in model_card.md's equations section).
+COMPONENTS_NOTE = (
+    "Note: GLR on with LGF off is not trained. In Eq. 3-4 as we read them, GLR (Eq. 4) only refines the semantic "
+    "prior and only LGF (Eq. 3) reads that prior into the detail stream; with LGF off nothing reads the prior, so the "
+    "model is the one without interaction (GLR off, LGF off), and the row would repeat that row's numbers. The paper "
+    "prints distinct numbers for it, which Eq. 3-4 as written cannot produce. The row with neither module is our "
+    "addition (not in the paper's Table 4)."
+)
+#: Paper Table 6's LoDa row, quoted (not run): {data set: {metric: value}}; LoDa's trainable parameters are from
+#: paper Table 1 ("LoDa(9M)").
+LODA_TABLE6_QUOTED = {"kadid10k": {"srcc": 0.931, "plcc": 0.936}, "koniq10k": {"srcc": 0.932, "plcc": 0.944}}
+LODA_ROW_LABEL = "LoDa (quoted from the paper, not run)"
+LODA_PARAMS_QUOTED = "9M (quoted)"
+METHODS_NOTE = (
+    "The LoDa row is quoted from the paper's Table 6 (KADID-10k and KonIQ-10k only; 9M trainable parameters from its "
+    "Table 1), not run here: this repository does not implement LoDa. The baselines (linear probe, full fine-tune, "
+    "Adapter, LoRA, VPT) are fed the detail stream (the fragment grid, GLIA's main stream) and score its CLS token; "
+    "the paper's \"Sample\" column, which may say what each method was fed, was lost from the text we have."
+)
 #: Paper Table 5: (guidance stream, main stream); the third is GLIANet's default.
 STREAM_ROWS = (("semantic", "semantic"), ("detail", "detail"), ("semantic", "detail"), ("detail", "semantic"))
 #: The GLIA switches whose defaults are filled in before hashing, so that "default" and "explicitly default" match.
@@ -362,10 +394,13 @@ def _cells_data_efficient(bases, options):
 
 
 def _cells_components(bases, options):
+    """Table 4: one cell per (GLR, LGF) row that is trained (rows in :data:`COMPONENT_SAME_AS` are not)."""
     cells = []
-    for lgf, glr in COMPONENT_ROWS:
+    for glr, lgf in COMPONENT_ROWS:
+        if (glr, lgf) in COMPONENT_SAME_AS:
+            continue
         for b in bases:
-            cells.append(_glia_cell(b, (lgf, glr), b.source.label, use_lgf=lgf, use_glr=glr))
+            cells.append(_glia_cell(b, (glr, lgf), b.source.label, use_lgf=lgf, use_glr=glr))
     return cells, []
 
 
@@ -476,6 +511,9 @@ def run_identity(config) -> Dict[str, Any]:
         values.get(section, {}).pop(key, None)
     if values["model"]["method"] == "glia":
         values["model"]["glia"] = {**_glia_defaults(), **values["model"]["glia"]}
+    if values["data"].get("train_fraction") is None:
+        values["data"].pop("train_fraction_of", None)  # no effect without a fraction
+    values.get("eval", {}).pop("logistic", None)  # deprecated and ignored
     return _drop_nulls(values)
 
 
@@ -492,6 +530,8 @@ def run_slug(cell: Cell, identity: Dict[str, Any]) -> str:
             parts.append(f"guide-{glia['guidance_stream']}-main-{glia['main_stream']}")
     if identity["data"].get("train_fraction") is not None:
         parts.append(f"frac{identity['data']['train_fraction']:g}")
+        if identity["data"].get("train_fraction_of") == "train_split":
+            parts.append("of-train")
     if cell.test_label:
         parts.append(f"to-{cell.test_label}")
     return _slug("-".join(str(p) for p in parts))
@@ -603,8 +643,44 @@ def find_results_file(run_dir: Path) -> Optional[Path]:
     return None
 
 
+class StaleResultsError(ProtocolError):
+    """A finished run's results file predates the current results schema."""
+
+
+def load_results(path: Path) -> Dict[str, Any]:
+    """Read a results file; raise :class:`StaleResultsError` unless it has the current ``schema_version``."""
+    results = json.loads(Path(path).read_text())
+    version = results.get("schema_version", 1)
+    if version != reporting.RESULTS_SCHEMA_VERSION:
+        raise StaleResultsError(
+            f"{path} has results schema {version}, not {reporting.RESULTS_SCHEMA_VERSION} (before version 2 "
+            f"\"plcc\" was the raw PLCC): delete {Path(path).parent} to train it again, or use another --out"
+        )
+    return results
+
+
+def stale_runs(plan: Plan) -> List[Run]:
+    """The plan's distinct runs whose results file exists but predates the current results schema."""
+    stale = []
+    for run in plan.unique_runs():
+        path = find_results_file(run.run_dir)
+        if path is None:
+            continue
+        try:
+            load_results(path)
+        except StaleResultsError:
+            stale.append(run)
+    return stale
+
+
 def _metrics_of(entry: Dict[str, Any]) -> Dict[str, float]:
-    return {k: float(v) for k, v in entry.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    """The numbers of one split entry; a metric written as null (a NaN, which JSON cannot hold) is NaN again, so
+    that the table shows it instead of failing on a missing key."""
+    from eval.metrics import RESULT_KEYS
+
+    metrics = {k: float(v) for k, v in entry.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    metrics.update({k: float("nan") for k in RESULT_KEYS if k in entry and entry[k] is None})
+    return metrics
 
 
 def read_split_result(run_dir: Path, split: int, part: str = "test") -> Optional[Dict[str, Any]]:
@@ -613,7 +689,7 @@ def read_split_result(run_dir: Path, split: int, part: str = "test") -> Optional
     path = find_results_file(run_dir)
     if path is None:
         return None
-    results = json.loads(path.read_text())
+    results = load_results(path)
     for entry in _split_entries(results):
         if int(entry.get("split", -1)) != int(split):
             continue
@@ -649,7 +725,7 @@ def read_trainable_parameters(run_dir: Path) -> Optional[int]:
     path = find_results_file(run_dir)
     if path is None:
         return None
-    results = json.loads(path.read_text())
+    results = load_results(path)
     for key in ("trainable_parameters", "trainable_params", "num_trainable_parameters"):
         if isinstance(results.get(key), int):
             return results[key]
@@ -685,7 +761,9 @@ def _in_process_entry() -> Optional[Callable]:
 def execute_run(run: Run, launcher: str = "inprocess", launch_args: Sequence[str] = ("--cpu", "--num_processes", "1"),
                 log_dir: Optional[Path] = None) -> Dict[str, Any]:
     """Train one run unless its results exist; return its record (status, wall time, command)."""
-    if find_results_file(run.run_dir) is not None:
+    existing = find_results_file(run.run_dir)
+    if existing is not None:
+        load_results(existing)  # a run from before the current results schema is refused, not reused
         record = read_run_record(run.run_dir)
         return {**record, "status": "cached"}
     run.config_path.parent.mkdir(parents=True, exist_ok=True)
@@ -822,15 +900,16 @@ def build_table(plan: Plan, metrics: Sequence[str] = ("srcc", "plcc")) -> report
         for i, c in enumerate(cells):
             fraction, method = c.row
             nested.setdefault(fraction, {}).setdefault(METHOD_LABELS[method], {})[c.column] = results[i]
-        table = reporting.data_efficiency_table(nested, backbone=backbone, metrics=metrics, label=label, title=title)
-    elif plan.table in ("ablation_components", "ablation_streams"):
-        if plan.table == "ablation_components":
-            settings = ("LGF", "GLR")
-            description = "Ablation of the GLIA block's components (LGF: Local-Global Fusion, paper Eq. 3; GLR: Global-Local Refine, Eq. 4)."
-        else:
-            settings = ("Guidance", "Main")
-            description = ("Ablation of the two streams: which one guides (prior) and which one is scored (main); "
-                           "semantic = the resized whole image, detail = the fragment grid.")
+        fraction_of, train_ratio = _fraction_reading(plan)
+        table = reporting.data_efficiency_table(nested, backbone=backbone, metrics=metrics, label=label, title=title,
+                                                fraction_of=fraction_of, train_ratio=train_ratio)
+    elif plan.table == "ablation_components":
+        table = _components_table(plan, results, backbone, label, title)
+        note = " ".join(([note] if note else []) + [COMPONENTS_NOTE])
+    elif plan.table == "ablation_streams":
+        settings = ("Guidance", "Main")
+        description = ("Ablation of the two streams: which one guides (prior) and which one is scored (main); "
+                       "semantic = the resized whole image, detail = the fragment grid.")
         rows: Dict[tuple, Dict[str, list]] = {}
         for i, c in enumerate(cells):
             rows.setdefault(tuple(c.row), {})[c.column] = results[i]
@@ -850,11 +929,52 @@ def build_table(plan: Plan, metrics: Sequence[str] = ("srcc", "plcc")) -> report
         # A count that is neither in a results file nor computable is shown as missing, not as 0.
         table.rows = [(labels, [None if params[labels[0]] is None else values[0]] + values[1:])
                       for labels, values in table.rows]
+        columns = list(dict.fromkeys(c.column for c in cells))
+        quoted = [LODA_TABLE6_QUOTED.get(_canonical(column), {}).get(m) for column in columns for m in metrics]
+        table.add_row([LODA_ROW_LABEL], [LODA_PARAMS_QUOTED] + quoted)
+        note = " ".join(([note] if note else []) + [METHODS_NOTE])
     else:  # pragma: no cover - guarded by expand
         raise ProtocolError(plan.table)
     if note:
         table.caption += f" {note}"
     return table
+
+
+def _components_table(plan: Plan, results, backbone, label, title) -> reporting.Table:
+    """Table 4 in the paper's layout: columns GLR, LGF, then PLCC and SRCC per data set; rows in
+    :data:`COMPONENT_ROWS` order; a row in :data:`COMPONENT_SAME_AS` shows :data:`SAME_AS_NO_INTERACTION`."""
+    by_row: Dict[tuple, Dict[str, list]] = {}
+    for i, c in enumerate(plan.cells):
+        by_row.setdefault(tuple(c.row), {})[c.column] = results[i]
+    ours = COMPONENT_ROWS[-1]
+    items = []
+    for row in COMPONENT_ROWS:
+        values = {name: on for name, on in zip(COMPONENT_SETTINGS, row)}
+        if row == ours:
+            values[COMPONENT_SETTINGS[-1]] = f"{reporting.CROSS if not row[-1] else reporting.CHECK} (our addition)"
+        items.append((values, by_row.get(row, {})))
+    table = reporting.ablation_table(
+        items, backbone=backbone, settings=COMPONENT_SETTINGS, metrics=COMPONENT_METRICS, label=label, title=title,
+        description="Ablation of the GLIA block's components (GLR: Global-Local Refine, paper Eq. 4; LGF: "
+                    "Local-Global Fusion, Eq. 3).",
+    )
+    for index, row in enumerate(COMPONENT_ROWS):
+        if row in COMPONENT_SAME_AS:
+            labels, values = table.rows[index]
+            table.rows[index] = (labels, [SAME_AS_NO_INTERACTION] * len(values))
+    return table
+
+
+def _fraction_reading(plan: Plan) -> Tuple[str, float]:
+    """``(data.train_fraction_of, data.train_ratio)`` shared by the plan's runs (an error if they differ)."""
+    from training.config import DataConfig
+
+    readings = {(_get_dotted(r.config, "data.train_fraction_of", DataConfig.train_fraction_of),
+                 float(_get_dotted(r.config, "data.train_ratio", DataConfig.train_ratio))) for r in plan.runs}
+    if len(readings) != 1:
+        raise ProtocolError(f"the runs of one table use different data.train_fraction_of / train_ratio: "
+                            f"{sorted(readings)}")
+    return readings.pop()
 
 
 def describe_setup(plan: Plan) -> List[str]:
@@ -965,8 +1085,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Any further --section.key value arguments override every run's config, e.g. --optim.epochs 2.",
     )
     parser.add_argument("table", choices=TABLES)
-    parser.add_argument("--base-config", nargs="+", default=None, metavar="YAML",
-                        help="one training config per data set (default: the training loop's defaults)")
+    parser.add_argument("--base-config", nargs="+", action="extend", default=None, metavar="YAML",
+                        help="one training config per data set, listed after one flag or each after its own "
+                             "(default: the training loop's defaults)")
     parser.add_argument("--splits", nargs="+", type=int, default=[0, 1, 2], metavar="K")
     parser.add_argument("--out", default="outputs/protocols", help="protocol folder: runs, splits files, tables")
     parser.add_argument("--fractions", nargs="+", type=float, default=None, help="data_efficient: training fractions")
@@ -993,11 +1114,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     unique = plan.unique_runs()
     print(f"{args.table}: {len(plan.cells)} cells x {len(plan.splits)} splits = {len(plan.runs)} runs "
           f"({len(unique)} distinct)")
+    stale = {run.run_id for run in stale_runs(plan)}
     if args.dry_run:
         for run in unique:
-            state = "done" if find_results_file(run.run_dir) else "to run"
+            state = ("stale results schema: delete to re-run" if run.run_id in stale
+                     else "done" if find_results_file(run.run_dir) else "to run")
             print(f"  {run.run_id}  [{state}]  {json.dumps(run.cell.overrides, default=str)}")
         return 0
+    if stale:
+        for run in plan.unique_runs():
+            if run.run_id in stale:
+                print(f"error: {run.run_dir} holds results from before results schema "
+                      f"{reporting.RESULTS_SCHEMA_VERSION} (PLCC was raw then); delete it to train it again, or "
+                      "use another --out", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     records = [] if args.tables_only else execute(plan, args.launcher, shlex.split(args.launch_args))
     md_path, csv_path = write_outputs(plan, records)

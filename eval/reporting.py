@@ -47,16 +47,30 @@ __all__ = [
     "finetune_methods_table",
     "format_param_count",
     "ParamCount",
+    "METRIC_LABELS",
+    "FIT_NOTE",
+    "RESULTS_SCHEMA_VERSION",
+    "metric_label",
+    "describe_train_fraction",
 ]
 
-#: How metric keys are shown in headers.
+#: How metric keys (the result keys of :mod:`eval.metrics`) are shown in headers, everywhere.
 METRIC_LABELS = {
     "srcc": "SRCC",
     "plcc": "PLCC",
-    "plcc_logistic4": "PLCC (logistic)",
+    "plcc_raw": "PLCC (raw)",
     "krcc": "KRCC",
     "rmse": "RMSE",
+    "rmse_raw": "RMSE (raw)",
 }
+
+#: What "PLCC" and "RMSE" mean in every table; added to a caption that shows either.
+FIT_NOTE = ("PLCC and RMSE after the 4-parameter logistic fit from predictions to MOS (LoDa's fit, as VQEG "
+            "recommends); \"raw\" columns without it.")
+
+#: Version of the results files (``results.json``) the training loop writes. 2: ``plcc``/``rmse`` are after the
+#: logistic fit, ``plcc_raw``/``rmse_raw`` added (version 1, unmarked, had the raw values under ``plcc``/``rmse``).
+RESULTS_SCHEMA_VERSION = 2
 
 CHECK, CROSS = "✓", "✗"
 MISSING = "–"
@@ -75,8 +89,27 @@ class SplitSummary:
         return {"median": self.median, "mean": self.mean, "std": self.std, "count": self.count}
 
 
-def _metric_label(metric):
+def metric_label(metric):
+    """The display label of a metric key (``"plcc_raw"`` -> ``"PLCC (raw)"``)."""
     return METRIC_LABELS.get(metric, metric.upper())
+
+
+_metric_label = metric_label
+
+
+def describe_train_fraction(fraction, of="dataset", train_ratio=None):
+    """Say which training images a data-efficient run used, for captions and model cards.
+
+    ``of="dataset"``: ``fraction`` of all images of the data set (drawn from each split's training part);
+    ``of="train_split"``: ``fraction`` of each split's training part (``fraction * train_ratio`` of the data set).
+    """
+    percent = f"{float(fraction) * 100:g}%"
+    if of == "dataset":
+        return f"{percent} of all images of the data set for training, drawn from each split's training part"
+    if of == "train_split":
+        share = f" (= {float(fraction) * float(train_ratio) * 100:g}% of the data set)" if train_ratio else ""
+        return f"{percent} of each split's training part{share} for training"
+    raise ValueError(f"train fraction 'of' must be 'dataset' or 'train_split', got {of!r}")
 
 
 def summarize_splits(results: Sequence[Mapping[str, Any]], metrics: Optional[Sequence[str]] = None):
@@ -268,6 +301,8 @@ def make_caption(description, backbone, split_counts, metrics, label=None, sprea
     if spread:
         text += " (mean ± std in parentheses)"
     text += f"; backbone: {backbone}."
+    if any(m in ("plcc", "rmse") for m in metrics):
+        text += f" {FIT_NOTE}"
     if note:
         text += f" {note}"
     if label:
@@ -368,17 +403,34 @@ def _fraction_label(fraction):
     return f"{fraction * 100:g}%" if fraction <= 1.0 else f"{fraction:g}%"
 
 
+#: Table 3's description for each reading of its percentages (``data.train_fraction_of``).
+DATA_EFFICIENCY_READINGS = {
+    "dataset": ("Data-efficient training: each row's percentage is a share of all images of the data set (the "
+                "paper's \"training set containing 20%, 40% and 60% images\"), drawn from each split's training "
+                "part; tested on that split's test part, unchanged."),
+    "train_split": ("Data-efficient training: each row's percentage is a share of each split's training part "
+                    "({ratio} of the data set, so 20% is {twenty} of all images); tested on that split's test part, "
+                    "unchanged."),
+}
+
+
 def data_efficiency_table(results, *, backbone, datasets=None, metrics=("srcc", "plcc"),
-                          label=None, spread=True, digits=3, title="Table 3"):
+                          label=None, spread=True, digits=3, title="Table 3", fraction_of="dataset",
+                          train_ratio=0.8):
     """Table 3 layout: rows = (training fraction, method); per data set SRCC and PLCC.
 
     ``results``: ``{fraction: {method: {dataset: [per-split result dicts]}}}``, with fraction as
-    a share of the training split (0.2) or a percentage (20); shown as ``20%``.
+    a share (0.2) or a percentage (20); shown as ``20%``. ``fraction_of`` says what the share is
+    of (``"dataset"``: all images; ``"train_split"``: each split's training part, which holds
+    ``train_ratio`` of the images), and the caption says so.
     """
+    if fraction_of not in DATA_EFFICIENCY_READINGS:
+        raise ValueError(f"fraction_of must be one of {sorted(DATA_EFFICIENCY_READINGS)}, got {fraction_of!r}")
+    description = DATA_EFFICIENCY_READINGS[fraction_of].format(
+        ratio=f"{train_ratio * 100:g}%", twenty=f"{0.2 * train_ratio * 100:g}%")
     rows = [([_fraction_label(frac), method], [], cells)
             for frac, by_method in results.items() for method, cells in by_method.items()]
-    return _grid_table(title, "Data-efficient training: a fraction of each training split is "
-                       "used; the test split is unchanged.", ["Training data", "Method"], rows,
+    return _grid_table(title, description, ["Training data", "Method"], rows,
                        datasets, metrics, backbone, label, spread, digits)
 
 

@@ -157,3 +157,53 @@ def test_cli_with_real_tiny_glia_models(tmp_path, capsys):
     with Image.open(tmp_path / "sheet.png") as img:
         assert img.size[0] > 200 and img.size[1] > 200
     assert json.loads((tmp_path / "sheet.json").read_text())["names"] == ["model_a", "model_b"]
+
+
+def test_opponent_scores_from_a_csv(tmp_path, monkeypatch, capsys):
+    """Any model can be the opponent: its scores as a CSV of (image, score), e.g. from a pyiqa run."""
+    paths = _make_pool(tmp_path / "pool")
+
+    def score_a(ps):
+        return np.array([int(p.stem[3:]) / 11.0 for p in ps])
+
+    b_scores = {p.name: float(np.sin(int(p.stem[3:]))) for p in paths}
+    # A header with pyiqa-like column names, paths relative to the pool, one extra row for an image not in the pool.
+    with_header = tmp_path / "deiqt_scores.csv"
+    with_header.write_text("img_path,score\n" + "".join(f"{name},{b_scores[name]!r}\n" for name in sorted(b_scores))
+                           + "elsewhere.png,0.5\n")
+    np.testing.assert_allclose(gmad.csv_scorer(with_header, images_root=tmp_path / "pool")(paths),
+                               [b_scores[p.name] for p in paths])
+    # No header, absolute paths, another order: the same scores.
+    bare = tmp_path / "bare.csv"
+    bare.write_text("".join(f"{p},{b_scores[p.name]}\n" for p in reversed(paths)))
+    np.testing.assert_allclose(gmad.csv_scorer(bare)(paths), [b_scores[p.name] for p in paths])
+
+    # The CLI picks the CSV by its suffix; the default name is the file's stem. Pairs equal those of a scorer.
+    monkeypatch.setattr(gmad, "load_scorer", lambda d, **kw: score_a)
+    rc = gmad.main(["--model-a", "glia_dir", "--model-b", str(with_header), "--images", str(tmp_path / "pool"),
+                    "--out", str(tmp_path / "cli" / "sheet.png"), "--tolerance", "0.1"])
+    assert rc == 0 and "gMAD pair(s) from 12 images" in capsys.readouterr().out
+    cli_json = json.loads((tmp_path / "cli" / "sheet.json").read_text())
+    assert cli_json["names"] == ["glia_dir", "deiqt_scores"]
+    direct = run_gmad(paths, score_a, lambda ps: np.array([b_scores[p.name] for p in ps]),
+                      tmp_path / "direct.png", names=("glia_dir", "deiqt_scores"), tolerance=0.1)
+    assert [(p["better"], p["worse"]) for p in cli_json["pairs"]] == [(p.better, p.worse) for p in direct]
+
+    # A CSV that misses images, repeats one, or has no usable columns: one clear line, exit status 2.
+    partial = tmp_path / "partial.csv"
+    partial.write_text("image,score\nimg00.png,0.1\nimg01.png,0.2\n")
+    assert gmad.main(["--model-a", "glia_dir", "--model-b", str(partial), "--images", str(tmp_path / "pool"),
+                      "--out", str(tmp_path / "p.png")]) == 2
+    assert "has no score for 10 of 12 images (first: " in capsys.readouterr().err
+    twice = tmp_path / "twice.csv"
+    twice.write_text("image,score\nimg00.png,0.1\nimg00.png,0.2\n")
+    with pytest.raises(ValueError, match=r"rows 2 and 3: image 'img00.png' is listed twice"):
+        gmad.read_score_csv(twice)
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("picture,value\nimg00.png,0.1\n")
+    with pytest.raises(ValueError, match="needs an image column"):
+        gmad.read_score_csv(wrong)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image,score\nimg00.png,high\n")
+    with pytest.raises(ValueError, match="row 2: score 'high' is not a number"):
+        gmad.read_score_csv(bad)

@@ -1,8 +1,9 @@
 """The paper's protocols (eval.protocols): expansion into runs, table assembly from results files, one real run.
 
 Expansion and assembly never train: the results files are written by hand in the format ``training/train.py``
-writes (``results.json`` with a ``splits`` list). The last test runs a whole protocol (Table 4's four GLIA variants)
-through the real training loop on a tiny generated CSV data set with the tiny ViT of conftest.py, 1 split, 1 epoch.
+writes (``results.json`` with a ``splits`` list and ``schema_version``). Two tests run a protocol through the real
+training loop (Table 4's three trained GLIA variants; one Table 3 fraction) on a tiny generated CSV data set with the
+tiny ViT of conftest.py, 1 split, 1 epoch.
 """
 
 import csv
@@ -14,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from eval import protocols
+from eval import protocols, reporting
 from eval.protocols import ProtocolError, expand
 from tests.conftest import tiny_vit_config
 
@@ -57,7 +58,7 @@ def test_every_protocol_expands_into_the_expected_runs(tmp_path, builtin_base):
     expected_rows = {
         "intra": [("glia",)],
         "data_efficient": [(0.2, "glia"), (0.4, "glia"), (0.6, "glia")],
-        "ablation_components": [(False, False), (True, False), (False, True), (True, True)],
+        "ablation_components": [(False, True), (True, True), (False, False)],  # (GLR, LGF); GLR-only not trained
         "ablation_streams": [("semantic", "semantic"), ("detail", "detail"), ("semantic", "detail"),
                              ("detail", "semantic")],
         "methods": [(m,) for m in ("linear_probe", "full_finetune", "adapter", "lora", "vpt", "glia")],
@@ -79,8 +80,8 @@ def test_every_protocol_expands_into_the_expected_runs(tmp_path, builtin_base):
     components = expand("ablation_components", [builtin_base], splits=[0], out=out)
     assert [(r.name, r.config["model"]["glia"].get("use_lgf"), r.config["model"]["glia"].get("use_glr"))
             for r in components.runs] == [
-        ("builtin-glia-lgf0-glr0-s0", False, False), ("builtin-glia-lgf1-glr0-s0", True, False),
-        ("builtin-glia-lgf0-glr1-s0", False, True), ("builtin-glia-s0", True, True)]
+        ("builtin-glia-lgf1-glr0-s0", True, False), ("builtin-glia-s0", True, True),
+        ("builtin-glia-lgf0-glr0-s0", False, False)]
     streams = expand("ablation_streams", [builtin_base], splits=[0], out=out)
     assert [(r.config["model"]["glia"]["guidance_stream"], r.config["model"]["glia"]["main_stream"])
             for r in streams.runs] == list(protocols.STREAM_ROWS)
@@ -175,7 +176,24 @@ def test_dry_run_lists_runs_without_training(tmp_path, builtin_base, capsys):
 # ------------------------------------------------------------------------------------------------ table assembly
 
 
-def fake_results(plan, score, trainable=None):
+def test_base_config_flag_may_be_repeated(tmp_path, builtin_base, capsys):
+    other = write_base(tmp_path / "k.yaml", {"dataset": "koniq10k", "data_dir": "/data/koniq"})
+    for flags in (["--base-config", str(builtin_base), str(other)],
+                  ["--base-config", str(builtin_base), "--base-config", str(other)]):  # as the README writes it
+        assert protocols.main(["intra", *flags, "--splits", "0", "--out", str(tmp_path / "o"), "--dry-run"]) == 0
+        assert "2 cells x 1 splits = 2 runs" in capsys.readouterr().out
+
+
+def test_dry_run_of_table4_lists_three_runs(tmp_path, builtin_base, capsys):
+    code = protocols.main(["ablation_components", "--base-config", str(builtin_base), "--splits", "0",
+                           "--out", str(tmp_path / "out"), "--dry-run"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "3 cells x 1 splits = 3 runs (3 distinct)" in text and text.count("[to run]") == 3
+    assert "glr1-lgf0" not in text and "lgf0-glr1" not in text  # GLR on, LGF off is not trained
+
+
+def fake_results(plan, score, trainable=None, schema=reporting.RESULTS_SCHEMA_VERSION):
     """Write a results.json like the training loop's into every run directory of a plan."""
     for run in plan.runs:
         run.run_dir.mkdir(parents=True, exist_ok=True)
@@ -186,6 +204,8 @@ def fake_results(plan, score, trainable=None):
             entry["cross"] = {"builtin": {"srcc": srcc - 0.2, "plcc": plcc - 0.2}}
         payload = {"method": run.config["model"]["method"], "splits": [entry],
                    "trainable_parameters": entry["trainable_parameters"]}
+        if schema is not None:
+            payload["schema_version"] = schema
         (run.run_dir / "results.json").write_text(json.dumps(payload))
 
 
@@ -200,17 +220,24 @@ def test_tables_follow_the_paper_layout(tmp_path, builtin_base):
     out = tmp_path / "out"
 
     plan = expand("ablation_components", [builtin_base], splits=[0, 1, 2], out=out)
-    fake_results(plan, lambda run: (0.1 * run.split + 0.5 * run.cell.row[0] + 0.2 * run.cell.row[1], 0.6))
+    # row = (GLR, LGF); PLCC 0.6 everywhere, SRCC differs per row and split
+    fake_results(plan, lambda run: (0.1 * run.split + 0.2 * run.cell.row[0] + 0.5 * run.cell.row[1], 0.6))
     markdown, rows = table_lines(plan)
-    assert rows[0] == ["LGF", "GLR", "builtin SRCC", "builtin SRCC mean", "builtin SRCC std", "builtin PLCC",
-                       "builtin PLCC mean", "builtin PLCC std"]
-    assert [r[:2] for r in rows[1:]] == [["✗", "✗"], ["✓", "✗"], ["✗", "✓"], ["✓", "✓"]]
-    assert float(rows[4][2]) == pytest.approx(0.8)  # both modules: median of 0.7, 0.8, 0.9
+    # The paper's layout: GLR, LGF; PLCC before SRCC; its three rows in its order, then our all-off row.
+    assert rows[0] == ["GLR", "LGF", "builtin PLCC", "builtin PLCC mean", "builtin PLCC std", "builtin SRCC",
+                       "builtin SRCC mean", "builtin SRCC std"]
+    assert [r[:2] for r in rows[1:]] == [["✓", "✗"], ["✗", "✓"], ["✓", "✓"], ["✗", "✗ (our addition)"]]
+    assert rows[1][2:] == [protocols.SAME_AS_NO_INTERACTION, "", ""] * 2  # printed, not trained
+    assert float(rows[3][5]) == pytest.approx(0.8)  # both modules: median SRCC of 0.7, 0.8, 0.9
+    assert float(rows[4][5]) == pytest.approx(0.1) and float(rows[4][2]) == pytest.approx(0.6)
+    assert "| ✓ | ✗ | = no interaction (see note) |" in markdown
+    assert protocols.COMPONENTS_NOTE in markdown and "our addition" in protocols.COMPONENTS_NOTE
     assert markdown.startswith("**Table 4.**")
     assert "over 3 splits" in markdown and "backbone: randomly initialised ViT (hidden 32, 2 blocks" in markdown
     assert "[random-initialised backbone, pseudo-MOS]" in markdown
     assert "Recipe: 1 epoch(s), batch 4, lr 0.0003, 1 test view(s) per image." in markdown
-    assert (out / "table4_ablation_components.md").is_file() and (out / "table4_ablation_components.runs.json").is_file()
+    assert (out / "table4_ablation_components.md").is_file()
+    assert (out / "table4_ablation_components.runs.json").is_file()
 
     plan = expand("methods", [builtin_base], splits=[0, 1, 2], out=out)
     params = {"linear_probe": 33, "full_finetune": 27_000, "adapter": 1_500, "lora": 900, "vpt": 700,
@@ -218,17 +245,26 @@ def test_tables_follow_the_paper_layout(tmp_path, builtin_base):
     fake_results(plan, lambda run: (0.7, 0.75), trainable=params)
     markdown, rows = table_lines(plan)
     assert rows[0][:3] == ["Method", "Trainable params", "builtin SRCC"]
-    assert [(r[0], int(r[1])) for r in rows[1:]] == [
+    assert [(r[0], int(r[1])) for r in rows[1:-1]] == [
         ("Linear probe", 33), ("Full fine-tune", 27_000), ("Adapter", 1_500), ("LoRA", 900), ("VPT", 700),
         ("GLIA (ours)", 5_000_000)]
     assert "| GLIA (ours) | 5.00M | 0.700 (0.700 ± 0.000) |" in markdown
+    # LoDa's row is quoted, marked as such; the paper has no number for the built-in set.
+    assert rows[-1][:2] == [protocols.LODA_ROW_LABEL, "9M (quoted)"] and set(rows[-1][2:]) == {""}
+    assert protocols.METHODS_NOTE in markdown and "detail stream" in markdown and "Sample" in markdown
 
     plan = expand("data_efficient", [builtin_base], splits=[0, 1], out=out)
     fake_results(plan, lambda run: (run.cell.row[0], 0.5))
     markdown, rows = table_lines(plan)
     assert [r[:3] for r in rows[1:]] == [["20%", "GLIA (ours)", "0.2"], ["40%", "GLIA (ours)", "0.4"],
                                          ["60%", "GLIA (ours)", "0.6"]]
-    assert "over 2 splits" in markdown
+    assert "over 2 splits" in markdown and "share of all images of the data set" in markdown
+    assert reporting.FIT_NOTE in markdown  # PLCC is the fitted one, and the caption says so
+    of_split = expand("data_efficient", [builtin_base], splits=[0], out=out,
+                      overrides=["--data.train_fraction_of", "train_split"])
+    assert [r.name for r in of_split.runs] == ["builtin-glia-frac0.2-of-train-s0", "builtin-glia-frac0.4-of-train-s0",
+                                               "builtin-glia-frac0.6-of-train-s0"]
+    assert "share of each split's training part (80% of the data set" in protocols.build_table(of_split).caption
 
     plan = expand("ablation_streams", [builtin_base], splits=[0], out=out)
     fake_results(plan, lambda run: (0.5, 0.5))
@@ -294,19 +330,36 @@ def test_ablation_protocol_end_to_end(tmp_path, tiny_csv, capsys):
     argv = ["ablation_components", "--base-config", str(base), "--splits", "0", "--out", str(out)]
     assert protocols.main(argv) == 0
     text = capsys.readouterr().out
-    assert text.count(": done") == 4
+    assert text.count(": done") == 3
     results = sorted(out.glob("runs/*/results.json"))
-    assert len(results) == 4
+    assert len(results) == 3
     assert all((path.parent / protocols.RUN_RECORD).is_file() for path in results)
+    for path in results:  # the training loop writes the current schema and every result key
+        payload = json.loads(path.read_text())
+        assert payload["schema_version"] == reporting.RESULTS_SCHEMA_VERSION
+        assert set(payload["splits"][0]) >= {"srcc", "plcc", "plcc_raw", "krcc", "rmse", "rmse_raw"}
     rows = list(csv.reader((out / "table4_ablation_components.csv").open()))
-    assert [r[:2] for r in rows[1:]] == [["✗", "✗"], ["✓", "✗"], ["✗", "✓"], ["✓", "✓"]]
-    assert all(r[2] != "" for r in rows[1:])  # every cell has a result
+    assert [r[:2] for r in rows[1:]] == [["✓", "✗"], ["✗", "✓"], ["✓", "✓"], ["✗", "✗ (our addition)"]]
+    # Trained rows have results (PLCC is NaN here: 3 test images are too few for the 4-parameter fit).
+    assert all(r[5] not in ("", "nan", protocols.SAME_AS_NO_INTERACTION) for r in rows[2:])
     markdown = (out / "table4_ablation_components.md").read_text()
     assert "over 1 split" in markdown and "[random-initialised backbone]" in markdown
 
     # Running it again trains nothing: every run is found finished.
     assert protocols.main(argv) == 0
-    assert capsys.readouterr().out.count(": cached") == 4
+    assert capsys.readouterr().out.count(": cached") == 3
+
+
+def test_data_efficient_run_trains_on_a_share_of_the_whole_data_set(tmp_path, tiny_csv):
+    # 16 images split by image: 13 train / 3 test. 40% of the data set = 6 images (40% of the training part: 5).
+    base = write_base(tmp_path / "tiny.yaml", {"dataset": "csv", "data_dir": str(tiny_csv)},
+                      output={"plots": False, "log_every": 1, "save_state_every_epoch": False})
+    out = tmp_path / "protocols"
+    assert protocols.main(["data_efficient", "--base-config", str(base), "--splits", "0", "--out", str(out),
+                           "--fractions", "0.4"]) == 0
+    (path,) = out.glob("runs/*/results.json")
+    split = json.loads(path.read_text())["splits"][0]
+    assert (split["num_train"], split["num_test"]) == (6, 3)
 
 
 def test_a_base_splits_file_is_kept_only_for_its_own_data_set(tmp_path):
@@ -323,7 +376,7 @@ def test_a_base_splits_file_is_kept_only_for_its_own_data_set(tmp_path):
 def test_methods_table_counts_parameters_of_runs_not_yet_trained(tmp_path, builtin_base):
     plan = expand("methods", [builtin_base], splits=[0], out=tmp_path)
     markdown, rows = table_lines(plan)
-    counts = {r[0]: int(r[1]) for r in rows[1:]}
+    counts = {r[0]: int(r[1]) for r in rows[1:-1]}  # the last row is LoDa's, quoted
     assert counts["Full fine-tune"] > counts["GLIA (ours)"] > counts["LoRA"] > counts["Linear probe"] > 0
     assert all(r[2] == "" for r in rows[1:])  # no scores yet
 
@@ -344,6 +397,98 @@ def test_run_identity_ignores_run_control_and_new_null_fields(tmp_path, builtin_
             return values
 
     assert protocols.run_identity(WithNewField()) == protocols.run_identity(config)
+
+
+def test_finished_runs_from_before_the_schema_change_are_refused(tmp_path, builtin_base, capsys):
+    out = tmp_path / "out"
+    plan = expand("intra", [builtin_base], splits=[0, 1], out=out)
+    fake_results(plan, lambda run: (0.9, 0.9), schema=None)  # a results file as written before schema_version
+    assert [r.run_id for r in protocols.stale_runs(plan)] == [r.run_id for r in plan.runs]
+    with pytest.raises(protocols.StaleResultsError, match=r"results schema 1, not 2 .* delete .* to train it again"):
+        protocols.collect(plan)
+    argv = ["intra", "--base-config", str(builtin_base), "--splits", "0", "1", "--out", str(out)]
+    assert protocols.main([*argv, "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("[stale results schema: delete to re-run]") == 2
+    assert protocols.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 2 and str(plan.runs[0].run_dir) in err
+    with pytest.raises(protocols.StaleResultsError):
+        protocols.execute_run(plan.runs[0])
+    # Results of the current schema are used.
+    fake_results(plan, lambda run: (0.9, 0.9))
+    assert protocols.stale_runs(plan) == [] and len(protocols.collect(plan)[0]) == 2
+
+
+def test_methods_table_quotes_lodas_row_for_kadid_and_koniq(tmp_path):
+    kadid = write_base(tmp_path / "kadid.yaml", {"dataset": "kadid10k", "data_dir": "/data/kadid"})
+    koniq = write_base(tmp_path / "koniq.yaml", {"dataset": "koniq10k", "data_dir": "/data/koniq"})
+    plan = expand("methods", [kadid, koniq], splits=[0], out=tmp_path / "out", methods=["glia"])
+    fake_results(plan, lambda run: (0.9, 0.92))
+    table = protocols.build_table(plan)
+    labels, values = table.rows[-1]
+    assert labels == [protocols.LODA_ROW_LABEL]
+    assert table.columns == ["Trainable params", "kadid10k SRCC", "kadid10k PLCC", "koniq10k SRCC", "koniq10k PLCC"]
+    assert values == ["9M (quoted)", 0.931, 0.936, 0.932, 0.944]  # paper Table 6
+    assert "quoted from the paper's Table 6" in table.caption and "not run" in table.caption
+
+
+def test_train_fraction_of_config_and_deprecated_logistic_flag():
+    from training.config import ConfigError, config_from_dict
+
+    assert config_from_dict({}).data.train_fraction_of == "dataset"
+    with pytest.raises(ConfigError, match="data.train_fraction 0.9 of the whole data set is more than the training"):
+        config_from_dict({"data": {"train_fraction": 0.9}})
+    assert config_from_dict({"data": {"train_fraction": 0.9, "train_fraction_of": "train_split"}})
+    with pytest.raises(ConfigError, match="data.train_fraction_of must be one of"):
+        config_from_dict({"data": {"train_fraction_of": "all"}})
+    # A saved config with the old eval.logistic key still parses, with a warning that it is ignored.
+    with pytest.warns(FutureWarning, match="eval.logistic is deprecated and ignored"):
+        config = config_from_dict({"eval": {"logistic": True}})
+    assert config.eval.num_views == 15
+
+
+def _fake_dataset(num_images, images_per_scene=None):
+    import datasets
+
+    refs = [f"scene{i // images_per_scene}" if images_per_scene else f"img{i}" for i in range(num_images)]
+    return datasets.Dataset.from_dict({
+        "image": [f"/data/set/img{i:03d}.png" for i in range(num_images)],
+        "mos_original": [float(i % 7) for i in range(num_images)], "ref": refs,
+        "dataset": ["live" if images_per_scene else "koniq10k"] * num_images,
+    })
+
+
+@pytest.mark.parametrize("images_per_scene", [None, 5])
+def test_data_efficient_subsets_sizes_in_both_readings_and_nested(images_per_scene):
+    from glia_hf.data.splits import make_splits, split_indices
+
+    # 100 images by image (80 train / 20 test), or 20 scenes x 5 images by scene (16 / 4 scenes).
+    dataset = _fake_dataset(100, images_per_scene)
+    splits = make_splits(dataset, num_splits=3, train_fraction=0.8, fractions=(0.2, 0.4, 0.6))
+    for k in range(3):
+        train, test = set(split_indices(splits, k, "train")), set(split_indices(splits, k, "test"))
+        assert (len(train), len(test)) == (80, 20) and not train & test
+        of_dataset = [split_indices(splits, k, "train", f, of="dataset") for f in (0.2, 0.4, 0.6)]
+        of_split = [split_indices(splits, k, "train", f, of="train_split") for f in (0.2, 0.4, 0.6)]
+        assert [len(rows) for rows in of_dataset] == [20, 40, 60]  # 20/40/60% of all 100 images
+        # 20/40/60% of the training part: 16/32/48 images, or of its 16 scenes 3/6/10 scenes (rounded half up)
+        assert [len(rows) for rows in of_split] == ([16, 32, 48] if images_per_scene is None else [15, 30, 50])
+        # Nested: every subset of either reading inside every larger one, all inside the training part.
+        chain = sorted(of_dataset + of_split, key=len)
+        for small, large in zip(chain, chain[1:]):
+            assert set(small) <= set(large)
+        assert set(chain[-1]) <= train
+        if images_per_scene:  # whole scenes only
+            scenes = {dataset[i]["ref"] for i in of_dataset[0]}
+            assert len(scenes) == 4
+    # The default of split_indices keeps its first meaning (share of the training part).
+    assert split_indices(splits, 0, "train", 0.2) == split_indices(splits, 0, "train", 0.2, of="train_split")
+    with pytest.raises(KeyError, match="no 0.3 subset of the data set"):
+        split_indices(splits, 0, "train", 0.3, of="dataset")
+    old = {**splits, "splits": [{k: v for k, v in s.items() if k != "train_subsets_of_dataset"}
+                                for s in splits["splits"]]}
+    with pytest.raises(KeyError, match="predates subsets counted in the whole data set: delete it"):
+        split_indices(old, 0, "train", 0.2, of="dataset")
 
 
 def test_streams_table_warns_when_the_two_streams_coincide(tmp_path):

@@ -11,11 +11,14 @@ from PIL import Image
 
 from eval.plots import scatter_plot
 from eval.reporting import (
+    FIT_NOTE,
+    METRIC_LABELS,
     SplitSummary,
     Table,
     ablation_table,
     cross_dataset_table,
     data_efficiency_table,
+    describe_train_fraction,
     finetune_methods_table,
     format_param_count,
     intra_dataset_table,
@@ -152,6 +155,34 @@ def test_table3_data_efficiency_layout():
     assert rows[4] == ["40%", "GLIANet", "0.900", "0.920"]
     grid = read_csv(to_csv(table))
     assert grid[0][:2] == ["Training data", "Method"] and grid[1][:2] == ["20%", "LoDa"]
+
+
+def test_table3_caption_says_what_the_percentages_are_of():
+    results = {0.2: {"GLIANet": {"KonIQ-10k": splits(0.87)}}}
+    of_dataset = data_efficiency_table(results, backbone="b")
+    assert "share of all images of the data set" in of_dataset.caption
+    assert "drawn from each split's training part" in of_dataset.caption
+    of_split = data_efficiency_table(results, backbone="b", fraction_of="train_split", train_ratio=0.8)
+    assert "share of each split's training part (80% of the data set, so 20% is 16% of all images)" in of_split.caption
+    with pytest.raises(ValueError, match="fraction_of"):
+        data_efficiency_table(results, backbone="b", fraction_of="everything")
+    assert describe_train_fraction(0.4, "train_split", 0.8).startswith("40% of each split's training part (= 32%")
+    assert describe_train_fraction(0.4, "dataset").startswith("40% of all images of the data set")
+
+
+def test_metric_labels_and_the_fit_note_are_defined_once():
+    from eval.metrics import RESULT_KEYS
+
+    assert list(METRIC_LABELS) == list(RESULT_KEYS)
+    assert METRIC_LABELS["plcc"] == "PLCC" and METRIC_LABELS["plcc_raw"] == "PLCC (raw)"
+    assert METRIC_LABELS["rmse_raw"] == "RMSE (raw)"
+    # Every caption that shows PLCC or RMSE says they are after the logistic fit; an SRCC-only one does not.
+    cell = [{**r, "plcc_raw": r["plcc"] - 0.05} for r in splits(0.9)]
+    with_plcc = intra_dataset_table({"A": {"K": cell}}, backbone="b", metrics=("srcc", "plcc", "plcc_raw"))
+    assert FIT_NOTE in with_plcc.caption and "Median SRCC/PLCC/PLCC (raw)" in with_plcc.caption
+    assert md_rows(to_markdown(with_plcc))[0] == ["Method", "K SRCC", "K PLCC", "K PLCC (raw)"]
+    srcc_only = cross_dataset_table({"A": {("K", "L"): splits(0.8)}}, backbone="b")
+    assert FIT_NOTE not in srcc_only.caption
 
 
 def test_tables4_5_ablation_layouts():

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
@@ -36,6 +37,8 @@ TRACKERS = ("csv", "tensorboard")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 SCHEDULERS = ("cosine", "constant")
 RESIZE_RESAMPLE = tuple(RESIZE_FILTERS)
+#: What ``data.train_fraction`` is a share of (paper Table 3).
+TRAIN_FRACTION_OF = ("dataset", "train_split")
 
 
 class ConfigError(ValueError):
@@ -55,8 +58,13 @@ class DataConfig:
             the same file then sees the same splits). Default: ``splits.json`` inside the run directory.
         num_splits, split_seed, train_ratio: how the splits file is made when it does not exist yet (10, 3407, 0.8).
         splits: which splits to run: one index, a list of indices, or ``"all"``.
-        train_fraction: train on a nested subset of each training split (paper Table 3: 0.2, 0.4, 0.6). ``null``:
-            the whole training split.
+        train_fraction: train on a nested subset of the training part of each split (paper Table 3: 0.2, 0.4,
+            0.6). ``null``: the whole training part.
+        train_fraction_of: what ``train_fraction`` is a share of. ``dataset`` (default, the paper's words: "the
+            training set containing 20%, 40% and 60% images"): of all images of the data set, drawn from the
+            split's training part (so at most ``train_ratio``); ``train_split``: of the split's training part
+            (0.2 x 80% = 16% of the data set). Either way the model is tested on the same split's test part, and
+            the subsets are nested (20% inside 40% inside 60%).
         train_views: how many times each training image appears per epoch (LoDa's ``train.patch_num``: 3 for
             KonIQ-10k, KADID-10k and SPAQ, 5 for LIVE and LIVE Challenge, 10 for TID2013, 1 for FLIVE). Each
             appearance is an independent sample of the shuffled epoch, with its own flips and fragment offsets, in
@@ -88,6 +96,7 @@ class DataConfig:
     train_views: int = 1
     resize_short_side: Optional[int] = None
     resize_resample: str = "bicubic"
+    train_fraction_of: str = "dataset"
     test_dataset: Optional[str] = None
     test_data_dir: Optional[str] = None
     test_dataset_options: Dict[str, Any] = field(default_factory=dict)
@@ -188,7 +197,9 @@ class EvalConfig:
         num_views: fragment views per test image, whose scores are averaged (LoDa averages 15 crops).
         seed: seed of the views' random offsets; the same seed gives the same views and the same predictions.
         batch_size: test images per forward pass (each with ``num_views`` views), over all processes.
-        logistic: also report PLCC after the 4-parameter logistic fit (``plcc_logistic4``).
+        logistic: deprecated and ignored (still read, so that saved configs parse). PLCC and RMSE are always
+            reported after LoDa's 4-parameter logistic fit (``plcc``, ``rmse``), the raw values beside them
+            (``plcc_raw``, ``rmse_raw``).
         calibrate: after training, fit ``label = a * prediction + b`` by least squares on the training images (one
             view each) and fold it into the head, so that saved models score on the data set's scale. The PLCC loss
             leaves scale and offset free; ranks and correlations do not change, RMSE does.
@@ -197,7 +208,7 @@ class EvalConfig:
     num_views: int = 15
     seed: int = 3407
     batch_size: int = 16
-    logistic: bool = False
+    logistic: Optional[bool] = None
     calibrate: bool = True
 
 
@@ -294,6 +305,12 @@ class TrainConfig:
         if d.resize_short_side is not None:
             _positive("data.resize_short_side", d.resize_short_side)
         _choice("data.resize_resample", d.resize_resample, RESIZE_RESAMPLE)
+        _choice("data.train_fraction_of", d.train_fraction_of, TRAIN_FRACTION_OF)
+        if d.train_fraction is not None and d.train_fraction_of == "dataset" and d.train_fraction > d.train_ratio:
+            raise ConfigError(
+                f"data.train_fraction {d.train_fraction:g} of the whole data set is more than the training part "
+                f"(data.train_ratio {d.train_ratio:g}); lower it or set data.train_fraction_of train_split"
+            )
         if not 0 < d.train_ratio < 1:
             raise ConfigError(f"data.train_ratio must lie in (0, 1), got {d.train_ratio}")
         _positive("data.num_splits", d.num_splits)
@@ -323,6 +340,12 @@ class TrainConfig:
         for name in ("hflip", "vflip"):
             if not 0 <= getattr(a, name) <= 1:
                 raise ConfigError(f"augmentation.{name} is a probability, got {getattr(a, name)}")
+        if e.logistic is not None:
+            warnings.warn(
+                "eval.logistic is deprecated and ignored: PLCC and RMSE are always reported after LoDa's "
+                "4-parameter logistic fit (plcc, rmse), raw values beside them (plcc_raw, rmse_raw); remove the key",
+                FutureWarning, stacklevel=2,
+            )
         _positive("eval.num_views", e.num_views)
         _positive("eval.batch_size", e.batch_size)
         _positive("output.keep_states", out.keep_states)

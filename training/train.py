@@ -62,9 +62,10 @@ from tqdm.auto import tqdm
 from transformers import ViTConfig, get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
 import glia_hf  # noqa: F401  (registers the GLIA classes with the Auto classes and for remote code)
-from eval.metrics import compute_iqa_metrics
+from eval.metrics import RESULT_KEYS, compute_iqa_metrics
 from eval.plots import scatter_plot
-from eval.reporting import Table, make_caption, summarize_splits, to_markdown, write_table
+from eval.reporting import (FIT_NOTE, RESULTS_SCHEMA_VERSION, Table, describe_train_fraction, make_caption,
+                            metric_label, summarize_splits, to_markdown, write_table)
 from glia_hf import GLIAImageProcessor
 from glia_hf.data import get_score_scale, load_image, load_iqa_dataset, load_splits, make_splits, save_splits
 from glia_hf.data.scales import canonical_name
@@ -75,7 +76,8 @@ from training.model_card import fill_model_card, load_template
 
 logger = logging.getLogger("glia_hf.training")
 
-METRICS = ("srcc", "plcc", "krcc", "rmse")
+#: The result keys of every evaluation (PLCC and RMSE after the logistic fit, raw ones beside them).
+METRICS = RESULT_KEYS
 STATE_MARKER = "STATE_COMPLETE"
 # Fields that may differ between an interrupted run and its --resume without changing what is computed.
 RUN_CONTROL_FIELDS = {("data", "num_workers"), ("data", "cpu_threads"), ("data", "splits"), ("output", "dir"),
@@ -432,7 +434,7 @@ class Run:
 
     def rows(self, split: int, part: str) -> List[int]:
         fraction = self.config.data.train_fraction if part == "train" else None
-        return split_indices(self.splits, split, part, fraction)
+        return split_indices(self.splits, split, part, fraction, of=self.config.data.train_fraction_of)
 
     def loaders(self, split: int, processor: GLIAImageProcessor):
         """Unprepared training and test loaders of one split (plus the training sampler)."""
@@ -669,8 +671,7 @@ class Run:
     def write_predictions(self, split: int, rows, positions, predictions: np.ndarray, name: str) -> dict:
         """Metrics of one evaluation; the main process writes ``<name>.csv`` and the scatter plot."""
         references = np.asarray(rows["mos"], dtype=np.float64)[positions] if len(positions) else np.array([])
-        metrics = compute_iqa_metrics(predictions, references, logistic=self.config.eval.logistic,
-                                      allow_degenerate=True)
+        metrics = compute_iqa_metrics(predictions, references, allow_degenerate=True)
         metrics = {key: float(value) for key, value in metrics.items()}
         if self.accelerator.is_main_process:
             folder = self.split_dir(split)
@@ -762,13 +763,18 @@ def summary_of(results: List[dict], metrics=METRICS) -> Dict[str, dict]:
     return {metric: summary.as_dict() for metric, summary in summarize_splits(results, list(metrics)).items()}
 
 
+def _train_fraction_text(config: TrainConfig) -> str:
+    data = config.data
+    return describe_train_fraction(data.train_fraction, data.train_fraction_of, data.train_ratio)
+
+
 def results_table(config: TrainConfig, results: List[dict], wall_time: float) -> Table:
     """One row (this run's method): trainable parameters, median (mean ± std) SRCC, PLCC, KRCC, RMSE, wall time."""
-    metrics = ["srcc", "plcc"] + (["plcc_logistic4"] if config.eval.logistic else []) + ["krcc", "rmse"]
+    metrics = list(METRICS)
     summary = summarize_splits(results, metrics)
     caption = make_caption(
         f"{config.data.dataset}"
-        + (f", {config.data.train_fraction:g} of each training split" if config.data.train_fraction else "")
+        + (f", {_train_fraction_text(config)}" if config.data.train_fraction else "")
         + f", test part of each split; images at {resolution_of(config)}, {config.data.train_views} training "
         f"view(s) per image per epoch.",
         backbone_description(config.model.backbone), sorted({s.count for s in summary.values()}), metrics,
@@ -785,7 +791,8 @@ def results_table(config: TrainConfig, results: List[dict], wall_time: float) ->
 
 
 def per_split_markdown(results: List[dict]) -> str:
-    lines = ["| Split | Train | Test | SRCC | PLCC | KRCC | RMSE |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| Split | Train | Test | " + " | ".join(metric_label(m) for m in METRICS) + " |",
+             "|---:|---:|---:|" + "---:|" * len(METRICS)]
     for r in results:
         cells = [f"{r[m]:.4f}" if r.get(m) is not None and math.isfinite(r[m]) else "nan" for m in METRICS]
         lines.append(f"| {r['split']} | {r['num_train']} | {r['num_test']} | " + " | ".join(cells) + " |")
@@ -796,6 +803,7 @@ def write_results(run: Run, results: List[dict], wall_time: float) -> dict:
     config = run.config
     results = sorted(results, key=lambda r: r["split"])
     payload = {
+        "schema_version": RESULTS_SCHEMA_VERSION,
         "method": config.model.method,
         "method_label": method_label(config),
         "dataset": config.data.dataset,
@@ -804,6 +812,7 @@ def write_results(run: Run, results: List[dict], wall_time: float) -> dict:
         "score_name": run.scale.description if run.scale else None,
         "splits_file": str(run.splits_file),
         "train_fraction": config.data.train_fraction,
+        "train_fraction_of": config.data.train_fraction_of if config.data.train_fraction else None,
         "trainable_parameters": results[0]["trainable_parameters"],
         "total_parameters": results[0]["total_parameters"],
         "wall_time_seconds": wall_time,
@@ -857,7 +866,7 @@ def card_values(run: Run, payload: dict, split_result: dict, model_id: str) -> D
         f"{round((1 - config.data.train_ratio) * 100)} train/test splits (seed {run.splits.get('seed')}, "
         f"{'by reference scene' if by_scene else 'by image'}); trained on its training part "
         f"({split_result['num_train']} images"
-        + (f", the nested {config.data.train_fraction:g} subset" if config.data.train_fraction else "")
+        + (f"; {_train_fraction_text(config)}" if config.data.train_fraction else "")
         + f"), tested on its test part ({split_result['num_test']} images)"
     )
     summary = payload["summary"]
@@ -868,9 +877,10 @@ def card_values(run: Run, payload: dict, split_result: dict, model_id: str) -> D
         f"\n\nThe whole run ({count} split{'s' if count != 1 else ''}, one model per split; median, mean ± std):\n\n"
         + "| Metric | Median | Mean | Std |\n|---|---:|---:|---:|\n"
         + "\n".join(
-            f"| {m.upper()} | {_num(summary[m]['median'])} | {_num(summary[m]['mean'])} | {_num(summary[m]['std'])} |"
+            f"| {metric_label(m)} | {_num(summary[m]['median'])} | {_num(summary[m]['mean'])} | {_num(summary[m]['std'])} |"
             for m in METRICS
         )
+        + "\n\n" + FIT_NOTE
         + "\n\nPer split:\n\n" + per_split_markdown(payload["splits"])
     )
     notes = []

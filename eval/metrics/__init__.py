@@ -1,25 +1,40 @@
-"""IQA metrics (SRCC, PLCC, PLCC after a 4-parameter logistic fit, KRCC, RMSE).
+"""IQA metrics: SRCC, KRCC, and PLCC and RMSE after LoDa's 4-parameter logistic fit, plus raw PLCC
+and RMSE.
+
+Result keys (the keys of every results file; see ``_iqa_core.py`` for the maths and the policy for
+degenerate input and failed fits):
+
+=============  ==================================================================================
+``srcc``       Spearman rank-order correlation
+``plcc``       Pearson correlation after the 4-parameter logistic fit (LoDa's fit, as VQEG
+               recommends): the PLCC of the paper's tables
+``plcc_raw``   Pearson correlation of the predictions as they are
+``krcc``       Kendall rank correlation (tau-b)
+``rmse``       root mean squared error after the logistic fit, in MOS units
+``rmse_raw``   root mean squared error of the predictions as they are
+=============  ==================================================================================
 
 Each metric is an `evaluate` module in a folder of this directory (``srcc/srcc.py``, ...), loaded
-by path, so nothing is fetched from the Hub and everything works offline. The maths lives once, in
-``_iqa_core.py`` (each metric folder links to it); its module docstring states the policy for
-degenerate input.
+by path, so nothing is fetched from the Hub and everything works offline. ``plcc`` and ``rmse``
+each have a ``"raw"`` configuration for the raw values. The maths lives once, in ``_iqa_core.py``
+(each metric folder links to it).
 
 Two entry points:
 
 * :func:`load_iqa_metrics` returns an ``evaluate.CombinedEvaluations`` for users of `evaluate`;
 * :func:`compute_iqa_metrics` is a plain function for the training loop: same numbers, no
-  `evaluate` machinery (no module cache, no Arrow files).
+  `evaluate` machinery (no module cache, no Arrow files), one logistic fit for PLCC and RMSE.
 """
 
 from pathlib import Path
 
 from . import _iqa_core
-from ._iqa_core import DegenerateInputWarning, LogisticFitWarning
+from ._iqa_core import RESULT_KEYS, DegenerateInputWarning, LogisticFitWarning
 
 __all__ = [
     "METRICS_DIR",
     "METRIC_NAMES",
+    "RESULT_KEYS",
     "DegenerateInputWarning",
     "LogisticFitWarning",
     "compute_iqa_metrics",
@@ -30,8 +45,18 @@ __all__ = [
 #: Folder holding the metric modules.
 METRICS_DIR = Path(__file__).resolve().parent
 
-#: Names of the shipped metric modules.
+#: Names of the shipped metric modules (folders).
 METRIC_NAMES = ("srcc", "plcc", "krcc", "rmse")
+
+#: Result key -> (metric module, its configuration).
+_MODULE_OF_KEY = {
+    "srcc": ("srcc", "default"),
+    "plcc": ("plcc", "default"),
+    "plcc_raw": ("plcc", "raw"),
+    "krcc": ("krcc", "default"),
+    "rmse": ("rmse", "default"),
+    "rmse_raw": ("rmse", "raw"),
+}
 
 
 def metric_path(name):
@@ -46,33 +71,22 @@ def _check_names(names):
     if not names:
         raise ValueError("at least one metric name is needed")
     for name in names:
-        metric_path(name)
+        if name == "plcc_logistic4":
+            raise ValueError("'plcc_logistic4' is gone: 'plcc' is now the PLCC after the logistic fit "
+                             "(and 'plcc_raw' the raw one)")
+        if name not in _MODULE_OF_KEY:
+            raise ValueError(f"unknown IQA metric {name!r}; result keys are {list(RESULT_KEYS)}")
     if len(set(names)) != len(names):
         raise ValueError(f"metric names repeat: {list(names)}")
     return names
 
 
-def _result_keys(names, logistic):
-    """Result keys in order: ``names``, with ``plcc_logistic4`` after ``plcc`` (or last)."""
-    keys = []
-    for name in _check_names(names):
-        keys.append(name)
-        if name == "plcc" and logistic:
-            keys.append("plcc_logistic4")
-    if logistic and "plcc_logistic4" not in keys:
-        keys.append("plcc_logistic4")
-    return keys
-
-
-def load_iqa_metrics(names=METRIC_NAMES, logistic=False, keep_in_memory=True, cache_dir=None):
+def load_iqa_metrics(names=RESULT_KEYS, keep_in_memory=True, cache_dir=None):
     """Load the shipped metric modules by path and combine them with ``evaluate.combine``.
 
     Args:
-        names: which metrics, any of ``"srcc"``, ``"plcc"``, ``"krcc"``, ``"rmse"``, in the order
-            of the results.
-        logistic: also load PLCC in its ``"logistic4"`` configuration (result key
-            ``plcc_logistic4``), right after the raw ``plcc`` (or alone if ``"plcc"`` is not in
-            ``names``).
+        names: which result keys (:data:`RESULT_KEYS`: ``srcc``, ``plcc``, ``plcc_raw``, ``krcc``,
+            ``rmse``, ``rmse_raw``), in the order of the results.
         keep_in_memory: passed to every module; ``True`` (the default) writes no Arrow cache files.
         cache_dir: passed to every module (where `evaluate` keeps its data when not in memory).
 
@@ -87,32 +101,25 @@ def load_iqa_metrics(names=METRIC_NAMES, logistic=False, keep_in_memory=True, ca
 
     kwargs = {"keep_in_memory": keep_in_memory, "cache_dir": cache_dir}
     modules = {}
-    for key in _result_keys(names, logistic):
-        if key == "plcc_logistic4":
-            modules[key] = evaluate.load(str(metric_path("plcc")), "logistic4", **kwargs)
-        else:
-            modules[key] = evaluate.load(str(metric_path(key)), **kwargs)
+    for key in _check_names(names):
+        module, config = _MODULE_OF_KEY[key]
+        modules[key] = evaluate.load(str(metric_path(module)), config, **kwargs)
     return evaluate.combine(modules)
 
 
-def compute_iqa_metrics(predictions, references, logistic=False, allow_degenerate=False,
-                        names=METRIC_NAMES):
-    """Compute the IQA metrics of one evaluation as a plain ``{name: float}`` dict.
+def compute_iqa_metrics(predictions, references, allow_degenerate=False, names=RESULT_KEYS):
+    """Compute the IQA metrics of one evaluation as a plain ``{key: float}`` dict.
 
-    Gives the same numbers as ``load_iqa_metrics(names, logistic).compute(...)``: both call the
-    functions of ``_iqa_core.py``. Keys, in order: the ``names`` (default ``srcc``, ``plcc``,
-    ``krcc``, ``rmse``), with ``plcc_logistic4`` after ``plcc`` when ``logistic`` is true.
+    Gives the same numbers as ``load_iqa_metrics(names).compute(...)``: both call the functions
+    of ``_iqa_core.py``; the logistic fit is made once for ``plcc`` and ``rmse``.
 
     Args:
         predictions: predicted scores, one per image (list, numpy array or 1-D CPU tensor).
         references: MOS of the same images.
-        logistic: add PLCC after the 4-parameter logistic fit (needs at least 4 samples).
-        allow_degenerate: return NaN with a ``DegenerateInputWarning`` instead of raising
-            ``ValueError`` for constant input or NaN/inf predictions. Mismatched lengths, too few
-            samples and NaN/inf references always raise.
-        names: which metrics.
+        allow_degenerate: return NaN with a ``DegenerateInputWarning`` (a ``LogisticFitWarning``
+            for a failed fit) instead of raising ``ValueError`` for constant input, NaN/inf
+            predictions or a failed logistic fit. Mismatched lengths, too few samples and NaN/inf
+            references always raise.
+        names: which result keys, in order (default :data:`RESULT_KEYS`).
     """
-    return {
-        key: _iqa_core.METRIC_FUNCTIONS[key](predictions, references, allow_degenerate=allow_degenerate)
-        for key in _result_keys(names, logistic)
-    }
+    return _iqa_core.compute(predictions, references, _check_names(names), allow_degenerate)

@@ -5,7 +5,11 @@ Data sets built from reference scenes (LIVE, CSIQ, TID2013, KADID-10k, the built
 80/20 is counted in scenes, and no scene has images on both sides. The others are split by image. Inside each
 training part, data-efficient subsets (20/40/60 % by default, paper Table 3) are nested: the 20 % subset is inside
 the 40 % one, which is inside the 60 % one, which is inside the training part; with scene splits they are counted in
-scenes too. Split ``k`` depends only on ``(seed, k)``, so the first 5 of 10 splits are the 5 splits of a 5-split run.
+scenes too. They exist in two readings of "20 %", both drawn from the training part and tested on the split's test
+part: of the training part (``train_subsets``: 20 % of 80 % = 16 % of the data set) and of the whole data set
+(``train_subsets_of_dataset``: 20 % of all units, the paper's words). Both are prefixes of one shuffled order of the
+training units, so every subset of either reading is nested in every larger one. Split ``k`` depends only on
+``(seed, k)``, so the first 5 of 10 splits are the 5 splits of a 5-split run.
 
 The JSON file (:func:`save_splits`) holds::
 
@@ -18,7 +22,8 @@ The JSON file (:func:`save_splits`) holds::
       "images": ["jp2k/img1.bmp", ...],  # row i's image, relative to the folder all images share
       "splits": [
         {"train": [row indices], "test": [row indices],
-         "train_subsets": {"0.2": [row indices], "0.4": [...], "0.6": [...]},
+         "train_subsets": {"0.2": [row indices], "0.4": [...], "0.6": [...]},              # of the training part
+         "train_subsets_of_dataset": {"0.2": [row indices], "0.4": [...], "0.6": [...]},   # of the whole data set
          "train_refs": [...], "test_refs": [...]},     # the scenes on each side (scene splits only)
         ...
       ]
@@ -112,7 +117,8 @@ def make_splits(
         by_reference: split by scene (``ref``) rather than by image. ``None``: by scene for LIVE, CSIQ, TID2013,
             KADID-10k and the built-in set, by image otherwise.
         fractions: sizes of the nested data-efficient subsets of each training part, as shares of its units
-            (rounded half up, at least one unit).
+            (``train_subsets``) and as shares of all units of the data set (``train_subsets_of_dataset``, only
+            for fractions up to ``train_fraction``); rounded half up, at least one unit.
 
     Returns:
         The splits as a dict in the format described in the module docstring (write it with :func:`save_splits`).
@@ -152,6 +158,10 @@ def make_splits(
             "train_subsets": {
                 _fraction_key(f): rows_of(subset_order[: max(1, _round_half_up(f * len(subset_order)))])
                 for f in fractions
+            },
+            "train_subsets_of_dataset": {
+                _fraction_key(f): rows_of(subset_order[: min(max(1, _round_half_up(f * len(units))), num_train)])
+                for f in fractions if f <= train_fraction
             },
         }
         if by_reference:
@@ -216,20 +226,37 @@ def load_splits(path: PathLike, dataset=None) -> Dict[str, Any]:
     return splits
 
 
-def split_indices(splits: Dict[str, Any], split: int = 0, part: str = "train", fraction: Optional[float] = None) -> List[int]:
+#: What a data-efficient ``fraction`` is a share of, and the key of its subsets in a splits file.
+SUBSET_KEYS = {"dataset": "train_subsets_of_dataset", "train_split": "train_subsets"}
+
+
+def split_indices(splits: Dict[str, Any], split: int = 0, part: str = "train", fraction: Optional[float] = None,
+                  of: str = "train_split") -> List[int]:
     """Row indices of one part of one split: ``part`` is ``"train"`` or ``"test"``; ``fraction`` (train only)
-    picks a nested data-efficient subset, e.g. ``0.2``."""
+    picks a nested data-efficient subset, e.g. ``0.2``: a share of the split's training part (``of="train_split"``,
+    this function's default since it was first written) or of the whole data set (``of="dataset"``, the default of
+    ``data.train_fraction_of``, which the training loop passes explicitly)."""
     entry = splits["splits"][split]
     if fraction is None:
         return list(entry[part])
     if part != "train":
         raise ValueError("data-efficient subsets exist for the train part only")
+    if of not in SUBSET_KEYS:
+        raise ValueError(f"of must be one of {list(SUBSET_KEYS)}, got {of!r}")
     key = _fraction_key(float(fraction))
-    if key not in entry["train_subsets"]:
-        raise KeyError(f"no {key} subset in these splits; available: {sorted(entry['train_subsets'])}")
-    return list(entry["train_subsets"][key])
+    subsets = entry.get(SUBSET_KEYS[of])
+    if subsets is None:
+        raise KeyError(
+            "this splits file predates subsets counted in the whole data set: delete it to have it remade (the same "
+            "seed gives the same train/test splits) or set data.train_fraction_of train_split"
+        )
+    if key not in subsets:
+        raise KeyError(f"no {key} subset of the {'data set' if of == 'dataset' else 'training part'} in these "
+                       f"splits; available: {sorted(subsets)}")
+    return list(subsets[key])
 
 
-def select_split(dataset, splits: Dict[str, Any], split: int = 0, part: str = "train", fraction: Optional[float] = None):
+def select_split(dataset, splits: Dict[str, Any], split: int = 0, part: str = "train", fraction: Optional[float] = None,
+                 of: str = "train_split"):
     """The rows of :func:`split_indices` as a ``datasets.Dataset`` (``dataset.select``)."""
-    return dataset.select(split_indices(splits, split, part, fraction))
+    return dataset.select(split_indices(splits, split, part, fraction, of))

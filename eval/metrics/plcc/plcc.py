@@ -1,26 +1,27 @@
-"""PLCC: Pearson's linear correlation between predicted quality scores and MOS, raw or after the
-standard 4-parameter logistic mapping."""
+"""PLCC: Pearson's linear correlation between predicted quality scores and MOS, after the standard
+4-parameter logistic mapping (default, as IQA papers report it) or raw."""
 
 import datasets
 import evaluate
 
 from ._iqa_core import plcc as _plcc
-from ._iqa_core import plcc_logistic4 as _plcc_logistic4
+from ._iqa_core import plcc_raw as _plcc_raw
 
 _DESCRIPTION = """\
 PLCC measures how well a straight line through the predicted scores explains the subjective scores
 (MOS) (prediction accuracy), from -1 to 1.
 
 Two configurations:
-- "default": PLCC of the raw predictions; result key `plcc`.
-- "logistic4": the predictions are first mapped by the 4-parameter logistic
-  f(x) = (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2, fitted by least squares
-  (scipy.optimize.curve_fit) from the predictions to the MOS, as is customary in IQA so that a
-  model is not penalised for a monotone non-linear scale. Result key `plcc_logistic4`. If the fit
-  fails, a RuntimeWarning says so and the raw PLCC is reported under that key. Because f may
-  fall as well as rise, this value is not negative for a monotone relation of either sign.
+- "default": the predictions are first mapped by the 4-parameter logistic
+  f(x) = b2 + (b1 - b2) / (1 + exp(-(x - b3) / |b4|)), fitted by least squares
+  (scipy.optimize.curve_fit) from the predictions to the MOS in raw units, starting from
+  [max MOS, min MOS, mean prediction, 0.5], exactly as LoDa does (and as VQEG recommends), so
+  that a model is not penalised for a monotone non-linear scale. Result key `plcc`: the PLCC of
+  IQA papers' tables. A failed fit is never replaced by the raw value: it raises a ValueError,
+  or gives NaN with a RuntimeWarning under `allow_degenerate=True`.
+- "raw": PLCC of the predictions as they are. Result key `plcc_raw`.
 
-Degenerate input: mismatched lengths, fewer than 2 samples (4 for "logistic4"), or a NaN/inf
+Degenerate input: mismatched lengths, fewer than 4 samples (2 for "raw"), or a NaN/inf
 reference raise a ValueError. Constant predictions or references (correlation undefined) and
 NaN/inf predictions raise a ValueError too, unless `allow_degenerate=True`, which returns NaN with a
 RuntimeWarning.
@@ -33,15 +34,15 @@ Args:
     allow_degenerate (`bool`, defaults to `False`): return NaN with a warning, instead of raising,
         when the correlation is undefined (constant input) or a prediction is NaN/inf.
 Returns:
-    plcc (`float`, config "default"): Pearson correlation of the raw predictions, in [-1, 1].
-    plcc_logistic4 (`float`, config "logistic4"): Pearson correlation after the logistic fit.
+    plcc (`float`, config "default"): Pearson correlation after the logistic fit, in [-1, 1].
+    plcc_raw (`float`, config "raw"): Pearson correlation of the raw predictions.
 Examples:
+    >>> plcc_raw = evaluate.load("eval/metrics/plcc", "raw")
+    >>> plcc_raw.compute(predictions=[1.0, 2.0, 3.0, 4.0], references=[2.0, 4.0, 6.0, 8.0])
+    {'plcc_raw': 1.0}
     >>> plcc = evaluate.load("eval/metrics/plcc")
-    >>> plcc.compute(predictions=[1.0, 2.0, 3.0, 4.0], references=[2.0, 4.0, 6.0, 8.0])
-    {'plcc': 1.0}
-    >>> plcc4 = evaluate.load("eval/metrics/plcc", "logistic4")
-    >>> sorted(plcc4.compute(predictions=[1.0, 2.0, 3.0, 4.0, 5.0], references=[1.0, 1.5, 3.0, 4.5, 5.0]))
-    ['plcc_logistic4']
+    >>> sorted(plcc.compute(predictions=[1.0, 2.0, 3.0, 4.0, 5.0], references=[1.0, 1.5, 3.0, 4.5, 5.0]))
+    ['plcc']
 """
 
 _CITATION = """\
@@ -62,14 +63,17 @@ _CITATION = """\
 }
 """
 
-_CONFIGS = {"default": ("plcc", _plcc), "logistic4": ("plcc_logistic4", _plcc_logistic4)}
+_CONFIGS = {"default": ("plcc", _plcc), "raw": ("plcc_raw", _plcc_raw)}
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Plcc(evaluate.Metric):
-    """Pearson linear correlation coefficient for image quality assessment (raw or logistic)."""
+    """Pearson linear correlation coefficient for image quality assessment (after the logistic fit, or raw)."""
 
     def _info(self):
+        if self.config_name == "logistic4":
+            raise ValueError('plcc: the "logistic4" configuration is now the default one (result key '
+                             '"plcc"); use "raw" for the raw PLCC')
         if self.config_name not in _CONFIGS:
             raise ValueError(
                 f"plcc: unknown configuration {self.config_name!r}; choose one of {sorted(_CONFIGS)}"
