@@ -19,7 +19,7 @@ from PIL import Image
 
 from glia_hf import GLIAConfig, GLIAForImageQualityAssessment, GLIAImageProcessor
 from glia_hf.cli import expand_paths, main
-from tests.conftest import tiny_vit_config
+from tests.conftest import BATCH_ATOL, tiny_vit_config
 
 
 # --- shared helpers -------------------------------------------------------------------------------------------------
@@ -161,9 +161,10 @@ def test_every_kind_of_image_is_scored_and_bad_files_are_reported(workspace, tmp
     assert "scored 12 image(s), 2 failed" in stderr
 
     scores = scores_of(rows)
-    # EXIF orientation is applied: the rotated PNG scores as the upright copy of its pixels; 16-bit = 8-bit.
-    assert scores["exif.png"] == pytest.approx(scores["upright.png"], abs=1e-6)
-    assert scores["gray16.png"] == pytest.approx(scores["gray.png"], abs=1e-6)
+    # EXIF orientation is applied: the rotated PNG scores as the upright copy of its pixels; 16-bit = 8-bit. The pairs
+    # sit in different batches / rows here, so they agree within the batch guarantee, not bit for bit.
+    assert scores["exif.png"] == pytest.approx(scores["upright.png"], abs=BATCH_ATOL)
+    assert scores["gray16.png"] == pytest.approx(scores["gray.png"], abs=BATCH_ATOL)
     assert len({round(s, 6) for s in scores.values()}) > 5  # a real model, not a constant
 
 
@@ -179,7 +180,7 @@ def test_an_image_scores_the_same_alone_and_in_any_batch(workspace, tmp_path):
     reference = results[1]
     for batch_size, scores in results.items():
         for path, score in scores.items():
-            assert score == pytest.approx(reference[path], abs=1e-5), (batch_size, path)
+            assert score == pytest.approx(reference[path], abs=BATCH_ATOL), (batch_size, path)
 
 
 def test_test_time_averaging_is_seeded_and_batch_independent(workspace, tmp_path):
@@ -196,7 +197,7 @@ def test_test_time_averaging_is_seeded_and_batch_independent(workspace, tmp_path
     assert document["num_samples"] == 3 and document["seed"] == 7
     assert document["score_range"] == [1.0, 5.0]
     _, again = run("--num-samples", "3", "--seed", "7", "--batch-size", "1")
-    np.testing.assert_allclose(again, first, atol=1e-5)
+    np.testing.assert_allclose(again, first, atol=BATCH_ATOL)
     default_seed, other_seed = run("--num-samples", "3")
     assert default_seed["seed"] == 0
     _, centred = run()

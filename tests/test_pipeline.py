@@ -14,7 +14,7 @@ from glia_hf import GLIAImageProcessor, ImageQualityAssessmentPipeline
 from glia_hf.cli import score_files
 from glia_hf.data.images import load_image
 from glia_hf.pipeline_glia import PIPELINE_TASK
-from tests.conftest import run_without_glia_hf
+from tests.conftest import BATCH_ATOL, run_without_glia_hf
 from tests.test_cli import GOOD_IMAGES, save_tiny_glia, write_images
 
 
@@ -60,6 +60,8 @@ def test_scores_paths_pil_images_arrays_and_lists(workspace, scorer):
     single = scorer(str(rgb))
     assert set(single) == {"score"} and isinstance(single["score"], float)
     (expected,) = direct_scores(model, load_image(rgb))
+    # Alone against alone (the same batch composition, the same pixels): equal to float rounding, held tighter than
+    # the batch guarantee. Comparisons across batches below use BATCH_ATOL.
     assert single["score"] == pytest.approx(expected, abs=1e-6)
     assert scorer(rgb)["score"] == pytest.approx(expected, abs=1e-6)  # pathlib.Path
     assert scorer(Image.open(rgb))["score"] == pytest.approx(expected, abs=1e-6)
@@ -73,14 +75,15 @@ def test_scores_paths_pil_images_arrays_and_lists(workspace, scorer):
     batched = scorer(files[::-1], batch_size=4)
     assert isinstance(batched, list) and len(batched) == len(files)
     for f, r in zip(files[::-1], batched):
-        assert r["score"] == pytest.approx(reference[f], abs=1e-5), f
+        assert r["score"] == pytest.approx(reference[f], abs=BATCH_ATOL), f
+    # Alone against alone: the rotated and the upright file decode to the same pixels, so these stay tight.
     alone = {Path(f).name: scorer(f)["score"] for f in files if Path(f).name in ("exif.png", "upright.png",
                                                                                  "gray.png", "gray16.png")}
     for name, score in alone.items():
-        assert score == pytest.approx(reference[str(paths[name])], abs=1e-5), name
+        assert score == pytest.approx(reference[str(paths[name])], abs=BATCH_ATOL), name
     assert alone["exif.png"] == pytest.approx(alone["upright.png"], abs=1e-6)  # EXIF orientation applied
     assert alone["gray16.png"] == pytest.approx(alone["gray.png"], abs=1e-6)  # 16-bit scaled to 8-bit
-    assert scorer(tuple(files[:2]))[1]["score"] == pytest.approx(reference[files[1]], abs=1e-5)
+    assert scorer(tuple(files[:2]))[1]["score"] == pytest.approx(reference[files[1]], abs=BATCH_ATOL)
     assert scorer([]) == []
 
 
@@ -89,9 +92,9 @@ def test_test_time_averaging_options(workspace, scorer):
     files = [str(paths["rgb.png"]), str(paths["rgba.png"])]
     averaged = [r["score"] for r in scorer(files, num_samples=3, seed=5, batch_size=2)]
     alone = [scorer(f, num_samples=3, seed=5)["score"] for f in files]
-    np.testing.assert_allclose(averaged, alone, atol=1e-5)
+    np.testing.assert_allclose(averaged, alone, atol=BATCH_ATOL)
     np.testing.assert_allclose(averaged, direct_scores(model, [load_image(f) for f in files], num_samples=3, seed=5),
-                               atol=1e-5)
+                               atol=BATCH_ATOL)
     centred = [r["score"] for r in scorer(files)]
     assert not np.allclose(averaged, centred, atol=1e-6)
     assert scorer(files[0], num_samples=3)["score"] == pytest.approx(scorer(files[0], num_samples=3, seed=0)["score"])
@@ -176,7 +179,7 @@ def test_pipeline_works_from_a_directory_in_a_python_without_glia_hf(workspace, 
         assert got["pipeline_module"].startswith("transformers_modules.")
         assert got["pipeline_module"].endswith(".pipeline_glia")
         assert got["model_module"].startswith("transformers_modules.")
-        assert got["single"] == pytest.approx(expected_pair[0], abs=1e-5)
-        assert got["pil"] == pytest.approx(expected_pair[0], abs=1e-5)
-        np.testing.assert_allclose(got["batch"], expected_pair, atol=1e-5)
-        assert got["averaged"] == pytest.approx(expected_averaged, abs=1e-5)
+        assert got["single"] == pytest.approx(expected_pair[0], abs=BATCH_ATOL)
+        assert got["pil"] == pytest.approx(expected_pair[0], abs=BATCH_ATOL)
+        np.testing.assert_allclose(got["batch"], expected_pair, atol=BATCH_ATOL)
+        assert got["averaged"] == pytest.approx(expected_averaged, abs=BATCH_ATOL)
