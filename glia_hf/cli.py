@@ -7,8 +7,9 @@ What it does:
 
 - PATH arguments may be files, folders (searched recursively for image extensions) or glob patterns (quote them to
   let `glia-iqa` expand them; `**` crosses folders). A file named explicitly is always tried, whatever its extension.
-- Images are read with `glia_hf.data.images.load_image`: EXIF orientation applied, grayscale / palette / CMYK / 16-bit
-  converted to 8-bit RGB, transparency composited onto white. Tiny images (down to 1x1) are upscaled by the image
+- Images are read with the project's one reader, `glia_hf.pipeline_glia.open_image_file` (the pipeline and
+  `glia_hf.data.load_image` use it too, with the same messages): EXIF orientation applied, grayscale / palette /
+  CMYK / 16-bit converted to 8-bit RGB, transparency composited onto white. Tiny images (down to 1x1) are upscaled by the image
   processor until each grid cell holds a whole fragment.
 - Very large images are refused, not downscaled: the detail stream cuts its fragments from the full-resolution image, so
   downscaling would change what is being judged. The limit is `--max-pixels` (default: PIL's decompression-bomb limit,
@@ -16,7 +17,7 @@ What it does:
 - A file that cannot be scored (missing, not an image, corrupt, truncated, too large) is reported on stderr with its
   path, listed in the output with `status` = `error` and the reason, and the others are still scored.
 - Scores are on the checkpoint's data-set scale (higher is better). Each image is processed on its own and the model
-  runs in evaluation mode, so an image gets the same score alone or in any batch.
+  runs in evaluation mode, so an image gets the same score alone or in any batch, within 1e-5 (float rounding).
 
 Output: a table on stdout, or `--output FILE` as CSV (`path,score,status,error`) or JSON (chosen by the extension).
 Exit status: 0 when every image was scored, 1 when any failed, 2 for a usage error (bad arguments, no input found, a
@@ -35,11 +36,12 @@ from dataclasses import asdict, dataclass
 
 from PIL import Image
 
+from glia_hf.pipeline_glia import DEFAULT_MAX_PIXELS, ImageFileError, open_image_file
+
 
 IMAGE_EXTENSIONS = (
     ".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm", ".pnm",
 )
-DEFAULT_MAX_PIXELS = 89_478_485  # PIL's default Image.MAX_IMAGE_PIXELS
 OUTPUT_FORMATS = {".csv": "csv", ".json": "json"}
 GLOB_CHARACTERS = "*?["
 
@@ -109,29 +111,12 @@ def expand_paths(arguments: list[str], extensions=IMAGE_EXTENSIONS) -> tuple[lis
 
 
 def read_image(path: str, max_pixels: int | None) -> Image.Image:
-    """Read one file as 8-bit RGB with `load_image`, after refusing it from its header if it is too large.
+    """Read one file as 8-bit RGB with the project's one reader, `glia_hf.pipeline_glia.open_image_file`.
 
-    Raises `ValueError` naming the file and its size when it has more than `max_pixels` pixels, and
-    `glia_hf.data.errors.IQAImageError` (naming the file) when it cannot be read.
+    Raises its `ImageFileError` (an `OSError`, message `"<path>: <reason>"`) when the file is missing, not an image,
+    corrupt, truncated, or has more than `max_pixels` pixels (checked from the header; `None` or 0: no limit).
     """
-    from glia_hf.data.images import load_image
-
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # our limit below replaces PIL's decompression-bomb check
-    try:
-        try:
-            with Image.open(path) as header:
-                width, height = header.size
-        except Exception:  # noqa: BLE001 -- load_image raises the error that names the file
-            width = height = 0
-        if max_pixels and width * height > max_pixels:
-            raise ValueError(
-                f"{path}: image too large: {width}x{height} = {width * height:,} pixels, more than the limit of "
-                f"{max_pixels:,}; downscale it first or raise --max-pixels (0 removes the limit)"
-            )
-        return load_image(path)
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
+    return open_image_file(path, max_pixels=max_pixels)
 
 
 def load_scorer(model: str, device: str):
@@ -177,10 +162,8 @@ def score_files(
                 record = ScoreRecord(path)
                 try:
                     images.append(read_image(path, max_pixels))
-                except (OSError, ValueError) as error:
-                    message, prefix = str(error), f"{path}: "
-                    record.status = "error"
-                    record.error = message[len(prefix) :] if message.startswith(prefix) else message
+                except ImageFileError as error:
+                    record.status, record.error = "error", error.reason
                     if report is not None:
                         report(record)
                 batch_records.append(record)

@@ -1,5 +1,6 @@
 """pipeline("image-quality-assessment"): saved with every checkpoint, usable without glia_hf, batch independent."""
 
+import csv
 import json
 import textwrap
 from pathlib import Path
@@ -104,7 +105,7 @@ def test_test_time_averaging_options(workspace, scorer):
 
 def test_unreadable_inputs_fail_naming_the_file(workspace, scorer, tmp_path):
     _, _, paths = workspace
-    with pytest.raises(ValueError, match="URLs are not fetched"):
+    with pytest.raises(FileNotFoundError, match="URLs are not fetched"):  # nothing is downloaded
         scorer("https://example.com/photo.jpg")
     with pytest.raises(FileNotFoundError, match="absent.png"):
         scorer(str(tmp_path / "absent.png"))
@@ -112,11 +113,68 @@ def test_unreadable_inputs_fail_naming_the_file(workspace, scorer, tmp_path):
         scorer(str(paths["notes.jpg"]))
     with pytest.raises(OSError, match=r"truncated\.jpg: cannot read image .*truncated"):
         scorer(str(paths["truncated.jpg"]))
-    with pytest.raises(ValueError, match=r"large\.jpg: the image has 1600x1200 = 1,920,000 pixels"):
+    with pytest.raises(ValueError, match=r"large\.jpg: image too large: 1600x1200 = 1,920,000 pixels"):
         scorer(str(paths["large.jpg"]), max_pixels=1_000_000)
     assert np.isfinite(scorer(str(paths["large.jpg"]), max_pixels=None)["score"])
     with pytest.raises(TypeError, match="Cannot score an input of type int"):
         scorer(3)
+
+
+def test_one_reader_one_message_on_every_path(workspace, scorer, tmp_path):
+    """The pipeline, `glia-iqa score` and `glia_hf.data.load_image` read files with the one reader and fail alike."""
+    from glia_hf.cli import main
+    from glia_hf.data import IQAImageError
+    from glia_hf.pipeline_glia import ImageFileError, open_image_file
+
+    _, _, paths = workspace
+    cases = [(paths["notes.jpg"], None), (paths["truncated.jpg"], None), (paths["large.jpg"], 1_000_000),
+             (tmp_path / "absent.png", None)]
+    for path, limit in cases:
+        with pytest.raises(ImageFileError) as raised:
+            open_image_file(path, max_pixels=limit)
+        message = str(raised.value)
+        assert message.startswith(f"{path}: ") and message == f"{path}: {raised.value.reason}"
+        with pytest.raises(OSError) as through_pipeline:
+            scorer(str(path), max_pixels=limit)
+        with pytest.raises(IQAImageError) as through_data:
+            load_image(path, max_pixels=limit)
+        assert str(through_pipeline.value) == str(through_data.value) == message, path
+        assert through_data.value.file == str(path)
+        if path.exists():  # the command line reports the same line on stderr and the reason in its CSV
+            out = tmp_path / "out.csv"
+            options = ["--max-pixels", str(limit)] if limit else []
+            assert main(["score", str(path), "--model", str(workspace[0] / "model"), "--output", str(out),
+                         "--no-progress", *options]) == 1
+            rows = list(csv.DictReader(out.open(encoding="utf-8")))
+            assert f"{path}: {rows[0]['error']}" == message
+    reasons = {}
+    for path, limit in cases:
+        try:
+            open_image_file(path, max_pixels=limit)
+        except ImageFileError as error:
+            reasons[path.name] = error.reason
+    assert reasons["truncated.jpg"].startswith("cannot read image") and "truncated" in reasons["truncated.jpg"]
+    assert reasons["notes.jpg"].startswith("cannot read image")
+    assert "1600x1200 = 1,920,000 pixels, more than the limit of 1,000,000" in reasons["large.jpg"]
+    assert reasons["absent.png"] == "no such image file"
+
+
+def test_the_reader_restores_pils_settings_and_ignores_load_truncated_images(workspace):
+    from PIL import ImageFile
+
+    from glia_hf.pipeline_glia import ImageFileError, open_image_file
+
+    _, _, paths = workspace
+    previous = Image.MAX_IMAGE_PIXELS
+    ImageFile.LOAD_TRUNCATED_IMAGES = True  # some other library asked for half-decoded files: still refused here
+    try:
+        with pytest.raises(ImageFileError, match="truncated"):
+            open_image_file(paths["truncated.jpg"])
+        assert ImageFile.LOAD_TRUNCATED_IMAGES is True and Image.MAX_IMAGE_PIXELS == previous
+        image = open_image_file(paths["rgb.png"])
+        assert image.mode == "RGB" and image.size == (320, 240) and np.asarray(image).std() > 0
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 def test_pipeline_class_directly_and_pipeline_save_pretrained(workspace, tmp_path):
