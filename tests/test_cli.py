@@ -244,21 +244,103 @@ def test_table_on_stdout_json_document_and_missing_inputs(workspace, tmp_path, c
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        ([], "the following arguments are required"),
-        (["score", "x.png"], "--model"),
+        ([], "the following arguments are required: COMMAND (see 'glia-iqa --help')"),
+        (["score", "x.png"], "the following arguments are required: --model"),
         (["score", "{image}", "--model", "{model}", "--output", "scores.txt"], "must end in .csv or .json"),
         (["score", "{image}", "--model", "{model}", "--seed", "3"], "--seed only applies with --num-samples"),
         (["score", "{image}", "--model", "{model}", "--batch-size", "0"], "must be a positive integer"),
-        (["score", "{empty}", "--model", "{model}"], "no image files found"),
-        (["score", "{image}", "--model", "{empty}"], "cannot load the model"),
+        (["score", "{image}", "--model", "{model}", "--batch-size", "four"], "must be an integer, got 'four'"),
+        (["score", "{image}", "--model", "{model}", "--device", "tpu"], "invalid choice: 'tpu'"),
+        (["score", "{empty}", "{absent}", "--model", "{model}"],
+         "no image files found in the given paths ({empty}: folder holds no image files; {absent}: no such file"),
+        (["score", "{image}", "--model", "{absent}"], "{absent}: no such model folder"),
+        (["score", "{image}", "--model", "/tmp/surely/not/a/model"], "/tmp/surely/not/a/model: no such model folder"),
+        (["score", "{image}", "--model", "{empty}"], "{empty}: not a model folder (it has no config.json)"),
+        (["score", "{image}", "--model", "{image}"], "{image}: is a file, not a model folder"),
+        (["score", "{image}", "--model", "{vit}"], "{vit}: holds a 'vit' model, not a GLIANet checkpoint"),
+        (["score", "{image}", "--model", "someone/glianet"],
+         "someone/glianet: no such local folder, and it cannot be downloaded from the Hugging Face Hub in offline "
+         "mode (HF_HUB_OFFLINE=1); a local model folder works too (--model path/to/model)"),
     ],
 )
-def test_usage_errors_exit_with_2(workspace, tmp_path, capsys, arguments, message):
+def test_usage_errors_are_one_line_and_exit_with_2(workspace, tmp_path, capsys, arguments, message):
     model, paths = workspace
     (tmp_path / "empty").mkdir()
-    values = {"image": str(paths["rgb.png"]), "model": str(model), "empty": str(tmp_path / "empty")}
+    (tmp_path / "vit").mkdir()
+    (tmp_path / "vit" / "config.json").write_text('{"model_type": "vit"}')
+    values = {"image": str(paths["rgb.png"]), "model": str(model), "empty": str(tmp_path / "empty"),
+              "absent": str(tmp_path / "absent"), "vit": str(tmp_path / "vit")}
     assert main([a.format(**values) for a in arguments]) == 2
-    assert message in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1, captured.err  # one line, no usage block, no traceback
+    assert message.format(**values) in captured.err
+    assert captured.err.startswith(("glia-iqa: error: ", "glia-iqa score: error: "))
+
+
+def test_a_hub_id_that_cannot_be_reached_says_so_and_that_a_folder_works(workspace, monkeypatch, capsys):
+    """Mocked at the Hub boundary: online mode, and the download fails as transformers reports a missing network."""
+    import huggingface_hub
+
+    from glia_hf import GLIAForImageQualityAssessment
+
+    _, paths = workspace
+
+    def no_network(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files, and couldn't find them in "
+                      "the cached files.\nCheck your internet connection or see how to run the library in offline mode")
+
+    monkeypatch.setattr(huggingface_hub, "is_offline_mode", lambda: False)
+    monkeypatch.setattr(GLIAForImageQualityAssessment, "from_pretrained", no_network)
+    assert main(["score", str(paths["rgb.png"]), "--model", "someone/glianet", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("glia-iqa: error: someone/glianet: no such local folder, and the Hugging Face Hub cannot be "
+                   "reached; a local model folder works too (--model path/to/model)\n")
+
+
+def test_debug_flag_and_environment_variable_show_the_traceback(workspace, tmp_path, monkeypatch):
+    from glia_hf.cli import UsageError
+
+    _, paths = workspace
+    arguments = ["score", str(paths["rgb.png"]), "--model", str(tmp_path / "nomodel")]
+    with pytest.raises(UsageError, match="no such model folder"):
+        main([*arguments, "--debug"])
+    with pytest.raises(UsageError, match="no such model folder"):
+        main(["--debug", *arguments])  # before the subcommand too
+    monkeypatch.setenv("GLIA_DEBUG", "1")
+    with pytest.raises(UsageError, match="no such model folder"):
+        main(arguments)
+
+
+def test_an_unexpected_error_is_one_line_pointing_at_debug(workspace, monkeypatch, capsys):
+    from glia_hf import cli
+
+    model, paths = workspace
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something inside\nbroke")
+
+    monkeypatch.setattr(cli, "score_files", broken)
+    assert main(["score", str(paths["rgb.png"]), "--model", str(model), "--no-progress"]) == 1
+    assert capsys.readouterr().err.endswith(
+        "glia-iqa: error: RuntimeError: something inside broke (run with --debug for the traceback)\n")
+
+
+def test_the_installed_command_prints_no_traceback(tmp_path):
+    """The issue's case, as a user runs it: a path-like --model that does not exist, in a fresh interpreter."""
+    import subprocess
+
+    image = tmp_path / "x.jpg"
+    Image.fromarray(smooth_photo(40, 40)).save(image)
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    env.pop("GLIA_DEBUG", None)
+    nomodel = str(tmp_path / "nomodel")
+    result = subprocess.run([sys.executable, "-m", "glia_hf.cli", "score", str(image), "--model", nomodel],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr == f"glia-iqa: error: {nomodel}: no such model folder\n"
+    debug = subprocess.run([sys.executable, "-m", "glia_hf.cli", "score", str(image), "--model", nomodel, "--debug"],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert debug.returncode != 0 and "Traceback (most recent call last)" in debug.stderr
 
 
 @pytest.mark.filterwarnings("ignore:'glia_hf.cli' found in sys.modules")
