@@ -208,6 +208,88 @@ def test_csiq_csv_and_errors(tmp_path, csiq_rows):
     _assert_names(error, label, row=5)
 
 
+# Runs in a fresh interpreter where the built-in set's builders are not installed, as after `pip install glia-hf`
+# without the [train] extra: one finder wraps the original ones and finds nothing for them, so `find_spec` answers
+# None (what transformers' availability probes expect of an absent package) and `import` fails.
+WITHOUT_BUILDER_EXTRA = """
+import json, sys
+
+BLOCKED = ("skimage", "sklearn", "sporco")
+
+class _WithoutBuilders:
+    def __init__(self, finders):
+        self.finders = finders
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            return None
+        for finder in self.finders:
+            spec = finder.find_spec(name, path, target) if hasattr(finder, "find_spec") else None
+            if spec is not None:
+                return spec
+        return None
+
+    def find_distributions(self, context=None):  # importlib.metadata: the packages' metadata is gone too
+        import importlib.metadata as metadata
+
+        context = context or metadata.DistributionFinder.Context()
+        for finder in self.finders:
+            for dist in getattr(finder, "find_distributions", lambda context: [])(context):
+                if (dist.metadata["Name"] or "").lower() not in ("scikit-image", "scikit-learn", "sporco"):
+                    yield dist
+
+    def invalidate_caches(self):
+        for finder in self.finders:
+            getattr(finder, "invalidate_caches", lambda: None)()
+
+sys.meta_path[:] = [_WithoutBuilders(list(sys.meta_path))]
+try:
+    import skimage  # noqa: F401
+except ImportError:
+    pass
+else:
+    raise SystemExit("scikit-image must not be importable here")
+
+def loaded():
+    return sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+
+import glia_hf.data
+from glia_hf.data import load_iqa_dataset
+
+after_import = loaded()
+ds = load_iqa_dataset("csiq", sys.argv[1])
+result = {"after_import": after_import, "after_reading": loaded(), "rows": len(ds)}
+try:
+    load_iqa_dataset("builtin", sys.argv[2], progress=False)
+except ImportError as error:
+    result["builtin_error"] = str(error)
+print(json.dumps(result))
+"""
+
+
+def test_release_readers_work_without_the_train_extra(tmp_path, csiq_rows):
+    """`pip install glia-hf` (no extras) reads a CSIQ release layout; the built-in set asks for the [train] extra."""
+    import os
+    import subprocess
+    import sys
+
+    rows, tags = csiq_rows
+    root = tmp_path / "CSIQ"
+    _write_xlsx(root / "csiq.DMOS.xlsx", [CSIQ_HEADER] + rows, sheet="all_by_image")
+    _csiq_images(root, rows, tags)
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HOME": str(tmp_path / "hf_home")}
+    result = subprocess.run([sys.executable, "-c", WITHOUT_BUILDER_EXTRA, str(root), str(tmp_path / "builtin")],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    assert got["rows"] == len(rows) == 30
+    assert got["after_import"] == [] and got["after_reading"] == []  # `import glia_hf.data`, then the reader
+    assert 'pip install "glia-hf[train]"' in got["builtin_error"]
+    assert "\n" not in got["builtin_error"]
+    assert not (tmp_path / "builtin").exists()  # nothing half-built left behind
+
+
 def test_tid2013(tmp_path):
     root = tmp_path / "tid2013"
     lines = []
