@@ -435,6 +435,26 @@ def test_flive(tmp_path):
     assert len(ds) == 4 and len(set(ds["ref"])) == 4  # same file name in two folders: two scenes
 
 
+def test_flive_database_layout_with_a_file_name_in_two_folders(tmp_path):
+    """FLIVE_Database: labels_image.csv beside database/; `a.jpg` exists in two source folders."""
+    root = tmp_path / "FLIVE_Database"
+    names = ["voc_emotic_ava/a.jpg", "blur_dataset/a.jpg", "EE371R/c.jpg"]
+    for i, name in enumerate(names):
+        _touch(root / "database" / name, _image_bytes("JPEG", color=(40 * i, 90, 200)))
+    _write_csv(root / "labels_image.csv", ["name", "mos"], [[n, 60 + i] for i, n in enumerate(names)])
+    ds = load_iqa_dataset("flive", root)
+    found = dict(zip(ds["ref"], zip(ds["image"], ds["mos"])))
+    for i, name in enumerate(names):  # each label went to its own folder's file, not to the other a.jpg
+        image, mos = found[name[:-4]]
+        assert Path(image) == (root / "database" / name).resolve() and mos == 60 + i
+
+    # A name found nowhere at its relative path, whose file name is not unique, is an error naming the row.
+    _write_csv(root / "labels_image.csv", ["name", "mos"], [["elsewhere/a.jpg", 50]])
+    with pytest.raises(IQAMissingFileError) as error:
+        load_iqa_dataset("flive", root)
+    _assert_names(error, root / "labels_image.csv", row=2)
+
+
 def test_generic_csv(tmp_path):
     for name in ("a.png", "b.png", "sub/c.png"):
         _touch(tmp_path / "imgs" / name)
