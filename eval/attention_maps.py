@@ -163,7 +163,8 @@ def attention_map_figure(model, images, path, processor=None, names=None, cell_i
     GLIANet's score on the checkpoint's scale), then GLIANet's last-block CLS attention and the plain frozen ViT's, each
     drawn over a grey, dimmed copy of the view (so the photo's own colours do not compete with the map), and one
     colour bar for all maps (each map is min-max scaled on its own: the bar runs from a map's least to its most
-    attended patch; each map is scaled to its own range). The image is `3 * cell_inches * dpi` pixels wide and `rows * cell_inches * dpi` high.
+    attended patch). The image is `3 * cell_inches * dpi` pixels wide and
+    `rows * cell_inches * dpi` high.
 
     Args:
         model, images, processor: as in `compute_attention_maps`.

@@ -9,8 +9,8 @@ What it does:
   let `glia-iqa` expand them; `**` crosses folders). A file named explicitly is always tried, whatever its extension.
 - Images are read with the project's one reader, `glia_hf.pipeline_glia.open_image_file` (the pipeline and
   `glia_hf.data.load_image` use it too, with the same messages): EXIF orientation applied, grayscale / palette /
-  CMYK / 16-bit converted to 8-bit RGB, transparency composited onto white. Tiny images (down to 1x1) are upscaled by the image
-  processor until each grid cell holds a whole fragment.
+  CMYK / 16-bit converted to 8-bit RGB, transparency composited onto white. Tiny images (down to 1x1) are upscaled
+  by the image processor until each grid cell holds a whole fragment.
 - Very large images are refused, not downscaled: the detail stream cuts its fragments from the full-resolution image, so
   downscaling would change what is being judged. The limit is `--max-pixels` (default: PIL's decompression-bomb limit,
   89,478,485 pixels; 0 for none), checked from the file header before decoding.
@@ -301,7 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-samples", type=_positive_int, default=None, metavar="K",
         help="average over K random fragment views per image (default: one centred view)",
     )
-    score.add_argument("--seed", type=_integer, default=None, metavar="S", help="seed of the views (0; needs --num-samples)")
+    score.add_argument(
+        "--seed", type=_integer, default=None, metavar="S", help="seed of the views (0; needs --num-samples)"
+    )
     score.add_argument("--output", default=None, metavar="FILE", help="a .csv or .json file (default: table on stdout)")
     score.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available, else cpu")
     score.add_argument(
