@@ -5,12 +5,13 @@ For each image the figure shows, left to right:
 1. the main-stream input view (for the default GLIANet, the tiled grid fragments; for a `main_stream="semantic"`
    ablation, the resized whole image);
 2. GLIANet's map: the attention of the CLS token to every patch token in the LAST frozen ViT block of the main stream,
-   averaged over heads, upsampled to the view and overlaid on it;
+   averaged over heads, upsampled to the view and overlaid on a grey, dimmed copy of it;
 3. the same map for the plain frozen ViT (`model.glia.vit` alone, no GLIA blocks) run on the same input view.
 
-Both models share the same frozen weights, so any difference between columns 2 and 3 comes from the GLIA blocks. Each
-map is min-max scaled to [0, 1] on its own before it is drawn (the colours compare places within one map, not values
-across maps); the raw maps are returned by `compute_attention_maps`.
+The first column's title gives GLIANet's score. Both models share the same frozen weights, so any difference between
+columns 2 and 3 comes from the GLIA blocks. Each map is min-max scaled to [0, 1] on its own before it is drawn (the
+colours compare places within one map, not values across maps; the colour bar runs from a map's least to its most
+attended patch); the raw maps are returned by `compute_attention_maps`.
 
     python -m eval.attention_maps --model path/to/glianet --images a.jpg b.png --out fig3.png
 
@@ -131,12 +132,38 @@ def _overlay_map(attention: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return (upsampled - low) / (high - low) if high > low else np.zeros_like(upsampled)
 
 
+def _backdrop(view: np.ndarray, dim: float) -> np.ndarray:
+    """The photo under a map: grey (Rec. 601 luma) and compressed towards mid-grey by `dim`, so that its own colours
+    never compete with the colour map: `0.5 + (1 - dim) * (luma - 0.5)`, repeated over RGB."""
+    luma = view[..., :3] @ np.array([0.299, 0.587, 0.114])
+    grey = 0.5 + (1.0 - dim) * (luma - 0.5)
+    return np.repeat(grey[..., None], 3, axis=-1).clip(0, 1)
+
+
+def _see_through(cmap, alpha: float):
+    """`cmap` with an opacity that rises from `alpha / 3` (least attended) to `alpha` (most), so that the grey photo
+    stays visible where the model does not look; the colour bar is drawn with the same colours over the same grey."""
+    from matplotlib.colors import ListedColormap
+
+    colours = cmap(np.linspace(0.0, 1.0, 256))
+    colours[:, 3] = alpha * (1.0 + 2.0 * np.linspace(0.0, 1.0, 256)) / 3.0
+    return ListedColormap(colours, name=f"{cmap.name}_see_through")
+
+
+def _shorten(text: str, limit: int = 20) -> str:
+    """Keep a panel title within its panel: long texts lose their middle."""
+    return text if len(text) <= limit else text[: limit // 2 - 1] + "..." + text[-(limit - limit // 2 - 2):]
+
+
 def attention_map_figure(model, images, path, processor=None, names=None, cell_inches: float = 3.0,
-                         dpi: int = 100, alpha: float = 0.5, cmap: str = "jet") -> Path:
+                         dpi: int = 100, alpha: float = 0.75, cmap: str = "inferno", dim: float = 0.5) -> Path:
     """Write the attention-map figure to the PNG `path` and return its path.
 
-    One row per image, three columns: the main-stream input view, GLIANet's last-block CLS attention overlaid on it,
-    and the plain frozen ViT's overlaid on it. The image is `3 * cell_inches * dpi` pixels wide and
+    One row per image, three columns: the main-stream input view in colour (its title gives the file name and
+    GLIANet's score on the checkpoint's scale), then GLIANet's last-block CLS attention and the plain frozen ViT's, each
+    drawn over a grey, dimmed copy of the view (so the photo's own colours do not compete with the map), and one
+    colour bar for all maps (each map is min-max scaled on its own: the bar runs from a map's least to its most
+    attended patch). The image is `3 * cell_inches * dpi` pixels wide and
     `rows * cell_inches * dpi` high.
 
     Args:
@@ -144,9 +171,14 @@ def attention_map_figure(model, images, path, processor=None, names=None, cell_i
         path: where to write the PNG (folders are created).
         names: a label per image for the row titles (default: file names for paths, else `image 1`, ...).
         cell_inches, dpi: size of each panel and resolution.
-        alpha, cmap: transparency and colour map of the overlays.
+        alpha: opacity of the most attended places (the least attended get a third of it).
+        cmap: the colour map of the attention (perceptually uniform by default).
+        dim: how much the grey photo under the maps is flattened towards mid-grey (0: full contrast, 1: flat grey).
     """
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
     image_list = images if isinstance(images, (list, tuple)) else [images]
@@ -154,27 +186,43 @@ def attention_map_figure(model, images, path, processor=None, names=None, cell_i
         names = [Path(image).name if isinstance(image, (str, os.PathLike)) else f"image {i + 1}"
                  for i, image in enumerate(image_list)]
     maps = compute_attention_maps(model, image_list, processor=processor)
+    colour_map = _see_through(matplotlib.colormaps[cmap], alpha)
+    config = model.config
+    scale = f"{config.score_min:g}-{config.score_max:g}"
     rows = len(maps.views)
-    figure = Figure(figsize=(3 * cell_inches, rows * cell_inches), dpi=dpi)
+    height = rows * cell_inches
+    font = max(5.0, 8.0 * cell_inches / 3.0)  # 8 pt in 3-inch panels, smaller with them
+    figure = Figure(figsize=(3 * cell_inches, height), dpi=dpi)
     FigureCanvasAgg(figure)
     axes = figure.subplots(rows, 3, squeeze=False)
     for row in range(rows):
         view = maps.views[row]
         size = view.shape[:2]
+        backdrop = _backdrop(view, dim)
         panels = (
-            (None, f"{names[row]}: {maps.view_name}"),
-            (maps.glia[row], f"GLIANet, last block (score {maps.scores[row]:.3g})"),
-            (maps.vit[row], "plain frozen ViT, last block"),
+            (None, f"score {maps.scores[row]:.2f} (scale {scale})", f"{_shorten(names[row])}, {maps.view_name}"),
+            (maps.glia[row], "GLIANet attention", "CLS token, last block"),
+            (maps.vit[row], "plain frozen ViT attention", "CLS token, last block"),
         )
-        for column, (attention, title) in enumerate(panels):
+        for column, (attention, title, subtitle) in enumerate(panels):
             axis = axes[row][column]
-            axis.imshow(view, interpolation="nearest")
-            if attention is not None:
-                axis.imshow(_overlay_map(attention, size), cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0)
-            axis.set_title(title, fontsize=8)
+            if attention is None:
+                axis.imshow(view, interpolation="nearest")
+            else:
+                axis.imshow(backdrop, interpolation="nearest")
+                axis.imshow(_overlay_map(attention, size), cmap=colour_map, vmin=0.0, vmax=1.0, interpolation="nearest")
+            axis.set_title(f"{title}\n{subtitle}", fontsize=font,
+                           fontweight="bold" if column == 0 else "normal")
             axis.set_axis_off()
-    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.3 / (rows * cell_inches), wspace=0.04,
-                           hspace=0.12)
+    title_inches = 2.9 * font / 72 + 0.08  # two lines of title and their padding
+    top = 1 - title_inches / height
+    figure.subplots_adjust(left=0.01, right=0.915, bottom=0.01, top=top, wspace=0.04,
+                           hspace=(title_inches + 0.05) / (0.9 * cell_inches))
+    bar_axis = figure.add_axes((0.93, 0.01 + 0.1 * (top - 0.01), 0.016, 0.8 * (top - 0.01)))
+    bar_axis.set_facecolor(str(0.5))  # the mid-grey the maps are drawn over
+    bar = figure.colorbar(ScalarMappable(norm=Normalize(0.0, 1.0), cmap=colour_map), cax=bar_axis, ticks=[0.0, 1.0])
+    bar.ax.set_yticklabels(["least", "most"], fontsize=0.8 * font)
+    bar.ax.set_title("attention", fontsize=0.8 * font, loc="right")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", dpi=dpi)

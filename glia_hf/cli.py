@@ -7,20 +7,22 @@ What it does:
 
 - PATH arguments may be files, folders (searched recursively for image extensions) or glob patterns (quote them to
   let `glia-iqa` expand them; `**` crosses folders). A file named explicitly is always tried, whatever its extension.
-- Images are read with `glia_hf.data.images.load_image`: EXIF orientation applied, grayscale / palette / CMYK / 16-bit
-  converted to 8-bit RGB, transparency composited onto white. Tiny images (down to 1x1) are upscaled by the image
-  processor until each grid cell holds a whole fragment.
+- Images are read with the project's one reader, `glia_hf.pipeline_glia.open_image_file` (the pipeline and
+  `glia_hf.data.load_image` use it too, with the same messages): EXIF orientation applied, grayscale / palette /
+  CMYK / 16-bit converted to 8-bit RGB, transparency composited onto white. Tiny images (down to 1x1) are upscaled
+  by the image processor until each grid cell holds a whole fragment.
 - Very large images are refused, not downscaled: the detail stream cuts its fragments from the full-resolution image, so
   downscaling would change what is being judged. The limit is `--max-pixels` (default: PIL's decompression-bomb limit,
   89,478,485 pixels; 0 for none), checked from the file header before decoding.
 - A file that cannot be scored (missing, not an image, corrupt, truncated, too large) is reported on stderr with its
   path, listed in the output with `status` = `error` and the reason, and the others are still scored.
 - Scores are on the checkpoint's data-set scale (higher is better). Each image is processed on its own and the model
-  runs in evaluation mode, so an image gets the same score alone or in any batch.
+  runs in evaluation mode, so an image gets the same score alone or in any batch, within 1e-5 (float rounding).
 
 Output: a table on stdout, or `--output FILE` as CSV (`path,score,status,error`) or JSON (chosen by the extension).
 Exit status: 0 when every image was scored, 1 when any failed, 2 for a usage error (bad arguments, no input found, a
-model directory that cannot be loaded).
+model that cannot be loaded: "no such model folder", a folder without config.json, a Hub id that cannot be reached).
+Every error is one line on stderr; `--debug` (or the environment variable GLIA_DEBUG=1) shows the traceback.
 """
 
 from __future__ import annotations
@@ -35,11 +37,12 @@ from dataclasses import asdict, dataclass
 
 from PIL import Image
 
+from glia_hf.pipeline_glia import DEFAULT_MAX_PIXELS, ImageFileError, open_image_file
+
 
 IMAGE_EXTENSIONS = (
     ".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm", ".pnm",
 )
-DEFAULT_MAX_PIXELS = 89_478_485  # PIL's default Image.MAX_IMAGE_PIXELS
 OUTPUT_FORMATS = {".csv": "csv", ".json": "json"}
 GLOB_CHARACTERS = "*?["
 
@@ -109,45 +112,88 @@ def expand_paths(arguments: list[str], extensions=IMAGE_EXTENSIONS) -> tuple[lis
 
 
 def read_image(path: str, max_pixels: int | None) -> Image.Image:
-    """Read one file as 8-bit RGB with `load_image`, after refusing it from its header if it is too large.
+    """Read one file as 8-bit RGB with the project's one reader, `glia_hf.pipeline_glia.open_image_file`.
 
-    Raises `ValueError` naming the file and its size when it has more than `max_pixels` pixels, and
-    `glia_hf.data.errors.IQAImageError` (naming the file) when it cannot be read.
+    Raises its `ImageFileError` (an `OSError`, message `"<path>: <reason>"`) when the file is missing, not an image,
+    corrupt, truncated, or has more than `max_pixels` pixels (checked from the header; `None` or 0: no limit).
     """
-    from glia_hf.data.images import load_image
+    return open_image_file(path, max_pixels=max_pixels)
 
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # our limit below replaces PIL's decompression-bomb check
-    try:
-        try:
-            with Image.open(path) as header:
-                width, height = header.size
-        except Exception:  # noqa: BLE001 -- load_image raises the error that names the file
-            width = height = 0
-        if max_pixels and width * height > max_pixels:
-            raise ValueError(
-                f"{path}: image too large: {width}x{height} = {width * height:,} pixels, more than the limit of "
-                f"{max_pixels:,}; downscale it first or raise --max-pixels (0 removes the limit)"
+
+def resolve_model(model: str) -> str:
+    """Where `--model` points: a local checkpoint folder (returned with `~` expanded) or a Hub id (returned as is).
+
+    Raises `UsageError` with one line saying what to change when a local path does not exist ("no such model
+    folder"), is a file, or is a folder without `config.json`, or holds a model that is not a GLIANet. A value that
+    is not a valid Hub id (an absolute path, `./x`, `a/b/c`, ...) is taken as a local path.
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    local = os.path.expanduser(model)
+    if os.path.isdir(local):
+        config = os.path.join(local, "config.json")
+        if not os.path.isfile(config):
+            raise UsageError(
+                f"{model}: not a model folder (it has no config.json); give the folder a training run saved, "
+                "e.g. outputs/quickstart/split-0/model"
             )
-        return load_image(path)
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
+        try:
+            with open(config, encoding="utf-8") as stream:
+                model_type = json.load(stream).get("model_type")
+        except (OSError, ValueError, AttributeError) as error:
+            raise UsageError(f"{config}: cannot read the model's config.json ({type(error).__name__}: {error})")
+        if model_type != "glia":
+            raise UsageError(f"{model}: holds a {model_type!r} model, not a GLIANet checkpoint (model_type 'glia')")
+        return local
+    if os.path.exists(local):
+        raise UsageError(f"{model}: is a file, not a model folder; give the folder that holds config.json")
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        raise UsageError(f"{model}: no such model folder") from None
+    return model
+
+
+def _hub_failure(model: str, error: Exception) -> str:
+    """One line for a Hub id that could not be loaded: offline / unreachable, unknown, or another reason."""
+    from huggingface_hub import is_offline_mode
+
+    text = " ".join(str(error).split())
+    local_hint = "a local model folder works too (--model path/to/model)"
+    if is_offline_mode():
+        return (f"{model}: no such local folder, and it cannot be downloaded from the Hugging Face Hub in offline "
+                f"mode (HF_HUB_OFFLINE=1); {local_hint}")
+    if "connect" in text.lower() or "connection" in type(error).__name__.lower():
+        return f"{model}: no such local folder, and the Hugging Face Hub cannot be reached; {local_hint}"
+    if "not a valid model identifier" in text or type(error).__name__ == "RepositoryNotFoundError":
+        return (f"{model}: no such local folder, and no such model on the Hugging Face Hub (or it is private: "
+                f"log in with `hf auth login`); {local_hint}")
+    return f"cannot load the model {model!r}: {type(error).__name__}: {text}"
 
 
 def load_scorer(model: str, device: str):
-    """Load a GLIANet checkpoint (local directory or Hub id) and its image processor, in evaluation mode."""
+    """Load a GLIANet checkpoint (local directory or Hub id) and its image processor, in evaluation mode.
+
+    Raises `UsageError` (one line) for a `model` that does not name a loadable GLIANet checkpoint (see
+    `resolve_model`) and for `device="cuda"` without CUDA.
+    """
     import torch
 
     from glia_hf import GLIAForImageQualityAssessment, GLIAImageProcessor
 
     if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but CUDA is not available")
+        raise UsageError("--device cuda was asked for, but CUDA is not available; use --device cpu")
+    location = resolve_model(model)
     try:
-        network = GLIAForImageQualityAssessment.from_pretrained(model)
-    except Exception as error:  # noqa: BLE001 -- any loading failure is reported the same way
-        raise UsageError(f"cannot load the model {model!r}: {type(error).__name__}: {error}") from error
+        network = GLIAForImageQualityAssessment.from_pretrained(location)
+    except Exception as error:  # noqa: BLE001 -- any loading failure becomes one line (--debug shows the traceback)
+        if location == model and not os.path.isdir(location):
+            raise UsageError(_hub_failure(model, error)) from error
+        text = " ".join(str(error).split())
+        raise UsageError(f"cannot load the model {model!r}: {type(error).__name__}: {text}") from error
     try:
-        processor = GLIAImageProcessor.from_pretrained(model)
+        processor = GLIAImageProcessor.from_pretrained(location)
     except Exception:  # noqa: BLE001 -- a checkpoint saved without its processor: rebuild it from the config
         processor = GLIAImageProcessor.from_config(network.config)
     return network.to(device).eval(), processor
@@ -177,10 +223,8 @@ def score_files(
                 record = ScoreRecord(path)
                 try:
                     images.append(read_image(path, max_pixels))
-                except (OSError, ValueError) as error:
-                    message, prefix = str(error), f"{path}: "
-                    record.status = "error"
-                    record.error = message[len(prefix) :] if message.startswith(prefix) else message
+                except ImageFileError as error:
+                    record.status, record.error = "error", error.reason
                     if report is not None:
                         report(record)
                 batch_records.append(record)
@@ -222,11 +266,29 @@ def format_table(records: list[ScoreRecord]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="glia-iqa", description="Blind image quality assessment with GLIANet checkpoints."
+DEBUG_ENV = "GLIA_DEBUG"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are one line: what is wrong, and where the help is."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    """`--debug`: show the traceback of an error instead of its one line (so does the environment variable
+    GLIA_DEBUG=1). Every subcommand takes it."""
+    parser.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS,
+        help=f"on an error, show the full traceback instead of one line (or set {DEBUG_ENV}=1)",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="glia-iqa", description="Blind image quality assessment with GLIANet checkpoints.")
+    add_debug_flag(parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     score = commands.add_parser(
         "score",
         help="score image files, folders or glob patterns",
@@ -239,7 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-samples", type=_positive_int, default=None, metavar="K",
         help="average over K random fragment views per image (default: one centred view)",
     )
-    score.add_argument("--seed", type=int, default=None, metavar="S", help="seed of the views (0; needs --num-samples)")
+    score.add_argument(
+        "--seed", type=_integer, default=None, metavar="S", help="seed of the views (0; needs --num-samples)"
+    )
     score.add_argument("--output", default=None, metavar="FILE", help="a .csv or .json file (default: table on stdout)")
     score.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available, else cpu")
     score.add_argument(
@@ -247,18 +311,26 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"refuse larger images (default {DEFAULT_MAX_PIXELS:,}, PIL's limit; 0 for no limit)",
     )
     score.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    add_debug_flag(score)
     return parser
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be zero or a positive integer, got {text}")
     return value
@@ -278,9 +350,9 @@ def run_score(args) -> int:
             raise UsageError(f"--output must end in .csv or .json, got {args.output!r}")
     files, missing = expand_paths(args.paths)
     if not files:
-        for record in missing:
-            print(f"glia-iqa: error: {record.path}: {record.error}", file=sys.stderr)
-        raise UsageError("no image files found in the given paths")
+        shown = "; ".join(f"{record.path}: {record.error}" for record in missing[:3])
+        more = f"; and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise UsageError(f"no image files found in the given paths ({shown}{more})")
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     bars_were_enabled = hf_logging.is_progress_bar_enabled()
@@ -314,13 +386,15 @@ def run_score(args) -> int:
     if output_format is None:
         sys.stdout.write(format_table(records))
     else:
-        directory = os.path.dirname(os.path.abspath(args.output))
-        os.makedirs(directory, exist_ok=True)
-        with open(args.output, "w", encoding="utf-8", newline="") as stream:
-            if output_format == "csv":
-                write_csv(records, stream)
-            else:
-                write_json(records, stream, metadata)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+            with open(args.output, "w", encoding="utf-8", newline="") as stream:
+                if output_format == "csv":
+                    write_csv(records, stream)
+                else:
+                    write_json(records, stream, metadata)
+        except OSError as error:
+            raise UsageError(f"cannot write --output {args.output}: {error.strerror or error}") from error
     failed = sum(r.status != "ok" for r in records)
     scored = len(records) - failed
     print(f"glia-iqa: scored {scored} image(s), {failed} failed", file=sys.stderr)
@@ -328,18 +402,35 @@ def run_score(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `glia-iqa` and `python -m glia_hf.cli`; returns the exit status."""
+    """Entry point of `glia-iqa` and `python -m glia_hf.cli`; returns the exit status.
+
+    An error is one line on stderr (`glia-iqa: error: ...`) and no traceback: 2 for a usage error (arguments, inputs,
+    model), 1 for anything else, 130 after Ctrl-C. `--debug` or GLIA_DEBUG=1 shows the traceback instead.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse has printed its message; keep main() a function that returns a status
         return int(exit_.code or 0)
+    debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes")
     try:
         return run_score(args)
     except UsageError as error:
-        parser.print_usage(sys.stderr)
+        if debug:
+            raise
         print(f"glia-iqa: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("glia-iqa: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 -- not a usage error: one line, the traceback with --debug
+        if debug:
+            raise
+        text = " ".join(str(error).split())
+        print(f"glia-iqa: error: {type(error).__name__}: {text} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -31,40 +31,76 @@ _PIL_SETTINGS_LOCK = threading.Lock()
 _UNSET = object()
 
 
-def open_image_file(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Read an image file into an 8-bit RGB PIL image, upright as its EXIF orientation says.
+class ImageFileError(OSError):
+    """An image file cannot be scored. The message is `"<path>: <reason>"`; `file` and `reason` hold the two parts.
 
-    Fails with an `OSError` whose message names the file when the file is missing, is not an image, is corrupt or is
-    truncated (a half-decoded picture is never scored), and with a `ValueError` when it has more than `max_pixels`
-    pixels (`None` or 0: no limit). The pixel count is read from the file header, before anything is decoded: GLIANet
-    cuts its detail view out of the full-resolution image, so a huge image is refused rather than silently downscaled.
+    The one error of the project's one image reader, [`open_image_file`]: the pipeline raises it as is, `glia-iqa
+    score` prints it, and `glia_hf.data.load_image` re-raises it as an `IQAImageError` with the same text.
+    """
+
+    def __init__(self, file, reason: str):
+        self.file, self.reason = os.fspath(file), reason
+        super().__init__(f"{self.file}: {reason}")
+
+
+class ImageFileMissingError(ImageFileError, FileNotFoundError):
+    """The image file does not exist (also a `FileNotFoundError`)."""
+
+
+class ImageTooLargeError(ImageFileError, ValueError):
+    """The image has more pixels than the limit (also a `ValueError`); the reason gives its size and the limit."""
+
+
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+
+def open_image_file(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Read an image file into an 8-bit RGB PIL image, upright as its EXIF orientation says: the project's one reader.
+
+    The pipeline, `glia-iqa score` and `glia_hf.data.load_image` all read files through this function, so a file gets
+    the same pixels and, when it cannot be read, the same message everywhere. Conversion to RGB is [`pil_to_rgb`].
+
+    Raises [`ImageFileError`] (an `OSError`) whose message is `"<path>: <reason>"`:
+
+    - [`ImageFileMissingError`] (also `FileNotFoundError`): no such file; a URL is refused the same way (nothing is
+      downloaded);
+    - [`ImageTooLargeError`] (also `ValueError`): more than `max_pixels` pixels (`None` or 0: no limit). The size is
+      read from the file header before anything is decoded. GLIANet cuts its detail view out of the full-resolution
+      image, so a huge image is refused rather than silently downscaled;
+    - `ImageFileError`: not an image, corrupt, or truncated. A truncated file fails even when other code has set
+      `PIL.ImageFile.LOAD_TRUNCATED_IMAGES`: a half-decoded picture is never scored.
+
+    PIL's two process-wide settings involved (its decompression-bomb limit, replaced here by `max_pixels`, and the
+    truncated-file switch) are changed and restored under one lock, so concurrent readers never see each other's.
     """
     path = os.fspath(path)
     if path.startswith(("http://", "https://")):
-        raise ValueError(f"{path}: URLs are not fetched by this pipeline; download the image and pass the local file.")
+        raise ImageFileMissingError(path, "URLs are not fetched; download the image and pass the local file")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such image file.")
+        raise ImageFileMissingError(path, "no such image file")
     with _PIL_SETTINGS_LOCK:
         previous_limit, previous_truncated = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
-        # Our own limit replaces PIL's decompression-bomb check; truncated files must fail, whatever a caller set.
         Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = None, False
         try:
             try:
                 image = Image.open(path)
-            except (OSError, SyntaxError, ValueError, EOFError) as error:
-                raise OSError(f"{path}: cannot read image ({type(error).__name__}: {error})") from error
+            except _DECODE_ERRORS as error:
+                raise ImageFileError(path, f"cannot read image ({type(error).__name__}: {error})") from error
             with image:
                 width, height = image.size
                 if max_pixels and width * height > max_pixels:
-                    raise ValueError(
-                        f"{path}: the image has {width}x{height} = {width * height:,} pixels, more than the limit of "
-                        f"{max_pixels:,}. Downscale it first, or raise the limit (max_pixels / --max-pixels)."
+                    raise ImageTooLargeError(
+                        path,
+                        f"image too large: {width}x{height} = {width * height:,} pixels, more than the limit of "
+                        f"{max_pixels:,}; downscale it first or raise the limit (max_pixels / --max-pixels; 0 "
+                        "removes it)",
                     )
                 try:
                     image.load()
-                    return pil_to_rgb(image)
-                except (OSError, SyntaxError, ValueError, EOFError) as error:
-                    raise OSError(f"{path}: cannot read image ({type(error).__name__}: {error})") from error
+                    rgb = pil_to_rgb(image)
+                except _DECODE_ERRORS as error:
+                    raise ImageFileError(path, f"cannot read image ({type(error).__name__}: {error})") from error
+                return rgb.copy() if rgb is image else rgb  # an upright RGB file comes back as is: outlive the `with`
         finally:
             Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = previous_limit, previous_truncated
 
@@ -72,8 +108,8 @@ def open_image_file(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.
 class ImageQualityAssessmentPipeline(Pipeline):
     """Scores the perceptual quality of images with a GLIANet model (blind IQA: no reference image needed).
 
-    Inputs: a local file path (`str` or `pathlib.Path`), a PIL image, a NumPy array or tensor (as accepted by
-    `GLIAImageProcessor`), or a list of these. URLs are refused: nothing is downloaded.
+    Inputs: a local file path (`str` or `pathlib.Path`, read with [`open_image_file`]), a PIL image, a NumPy array or
+    tensor (as accepted by `GLIAImageProcessor`), or a list of these. URLs are refused: nothing is downloaded.
 
     Output: `{"score": float}` per image, or a list of them for a list input. The score is on the data set's scale.
 
@@ -160,7 +196,10 @@ def register_pipeline() -> None:
 
 
 __all__ = [
+    "ImageFileError",
+    "ImageFileMissingError",
     "ImageQualityAssessmentPipeline",
+    "ImageTooLargeError",
     "PIPELINE_TASK",
     "open_image_file",
     "register_pipeline",

@@ -95,6 +95,40 @@ def test_figure_is_a_png_of_the_expected_size(images, tmp_path):
         assert png.size == (300, 100)
 
 
+def test_figure_is_readable_grey_photo_under_the_maps_a_colour_bar_and_the_score_in_the_title(images, tmp_path,
+                                                                                              monkeypatch):
+    from matplotlib.figure import Figure
+
+    drawn = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (drawn.append(self), save(self, *a, **k))[1])
+    colourful = tmp_path / "colourful.png"
+    y, x = np.mgrid[0:320, 0:320]
+    Image.fromarray(np.stack([np.sin(x / 9) * 127 + 128, np.cos(y / 7) * 127 + 128, (x + y) % 256],
+                             axis=-1).astype(np.uint8)).save(colourful)
+    model = trained_looking(tiny_glia())
+    path = attention_map_figure(model, [colourful], tmp_path / "fig.png")
+    scores = compute_attention_maps(model, [colourful]).scores
+
+    (figure,) = drawn
+    titles = [axis.get_title() for axis in figure.axes]
+    assert titles[0] == f"score {scores[0]:.2f} (scale 1-5)\ncolourful.png, tiled fragments"
+    assert titles[1].startswith("GLIANet attention") and titles[2].startswith("plain frozen ViT attention")
+    assert len(figure.axes) == 4  # three panels and the colour bar
+    assert [t.get_text() for t in figure.axes[3].get_yticklabels()] == ["least", "most"]
+
+    with Image.open(path) as png:
+        hsv = np.asarray(png.convert("HSV")).astype(float) / 255
+        rgb = np.asarray(png.convert("RGB")).astype(float)
+    width = hsv.shape[1]
+    inner = slice(int(0.2 * hsv.shape[0]), int(0.9 * hsv.shape[0]))
+    photo = hsv[inner, int(0.05 * width) : int(0.25 * width), 1].mean()
+    glia_map = hsv[inner, int(0.35 * width) : int(0.55 * width), 1].mean()
+    assert photo > 0.5 and glia_map < 0.5 * photo  # the photo's colours do not compete with the map's
+    bar = rgb[inner, int(0.935 * width) : int(0.94 * width)].mean(axis=1)
+    assert np.abs(bar[0] - bar[-1]).sum() > 60  # the bar runs from one colour to another
+
+
 def test_command_line(images, tmp_path, capsys):
     save_tiny_glia(tmp_path / "model")
     out = tmp_path / "fig.png"

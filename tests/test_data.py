@@ -208,6 +208,88 @@ def test_csiq_csv_and_errors(tmp_path, csiq_rows):
     _assert_names(error, label, row=5)
 
 
+# Runs in a fresh interpreter where the built-in set's builders are not installed, as after `pip install glia-hf`
+# without the [train] extra: one finder wraps the original ones and finds nothing for them, so `find_spec` answers
+# None (what transformers' availability probes expect of an absent package) and `import` fails.
+WITHOUT_BUILDER_EXTRA = """
+import json, sys
+
+BLOCKED = ("skimage", "sklearn", "sporco")
+
+class _WithoutBuilders:
+    def __init__(self, finders):
+        self.finders = finders
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            return None
+        for finder in self.finders:
+            spec = finder.find_spec(name, path, target) if hasattr(finder, "find_spec") else None
+            if spec is not None:
+                return spec
+        return None
+
+    def find_distributions(self, context=None):  # importlib.metadata: the packages' metadata is gone too
+        import importlib.metadata as metadata
+
+        context = context or metadata.DistributionFinder.Context()
+        for finder in self.finders:
+            for dist in getattr(finder, "find_distributions", lambda context: [])(context):
+                if (dist.metadata["Name"] or "").lower() not in ("scikit-image", "scikit-learn", "sporco"):
+                    yield dist
+
+    def invalidate_caches(self):
+        for finder in self.finders:
+            getattr(finder, "invalidate_caches", lambda: None)()
+
+sys.meta_path[:] = [_WithoutBuilders(list(sys.meta_path))]
+try:
+    import skimage  # noqa: F401
+except ImportError:
+    pass
+else:
+    raise SystemExit("scikit-image must not be importable here")
+
+def loaded():
+    return sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+
+import glia_hf.data
+from glia_hf.data import load_iqa_dataset
+
+after_import = loaded()
+ds = load_iqa_dataset("csiq", sys.argv[1])
+result = {"after_import": after_import, "after_reading": loaded(), "rows": len(ds)}
+try:
+    load_iqa_dataset("builtin", sys.argv[2], progress=False)
+except ImportError as error:
+    result["builtin_error"] = str(error)
+print(json.dumps(result))
+"""
+
+
+def test_release_readers_work_without_the_train_extra(tmp_path, csiq_rows):
+    """`pip install glia-hf` (no extras) reads a CSIQ release layout; the built-in set asks for the [train] extra."""
+    import os
+    import subprocess
+    import sys
+
+    rows, tags = csiq_rows
+    root = tmp_path / "CSIQ"
+    _write_xlsx(root / "csiq.DMOS.xlsx", [CSIQ_HEADER] + rows, sheet="all_by_image")
+    _csiq_images(root, rows, tags)
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HOME": str(tmp_path / "hf_home")}
+    result = subprocess.run([sys.executable, "-c", WITHOUT_BUILDER_EXTRA, str(root), str(tmp_path / "builtin")],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    assert got["rows"] == len(rows) == 30
+    assert got["after_import"] == [] and got["after_reading"] == []  # `import glia_hf.data`, then the reader
+    assert 'pip install "glia-hf[train]"' in got["builtin_error"]
+    assert "\n" not in got["builtin_error"]
+    assert not (tmp_path / "builtin").exists()  # nothing half-built left behind
+
+
 def test_tid2013(tmp_path):
     root = tmp_path / "tid2013"
     lines = []
@@ -351,6 +433,26 @@ def test_flive(tmp_path):
     _write_csv(root / "labels_image.csv", ["name", "mos", "is_valid"], [[n, 50 + i, True] for i, n in enumerate(names)])
     ds = load_iqa_dataset("flive", root)
     assert len(ds) == 4 and len(set(ds["ref"])) == 4  # same file name in two folders: two scenes
+
+
+def test_flive_database_layout_with_a_file_name_in_two_folders(tmp_path):
+    """FLIVE_Database: labels_image.csv beside database/; `a.jpg` exists in two source folders."""
+    root = tmp_path / "FLIVE_Database"
+    names = ["voc_emotic_ava/a.jpg", "blur_dataset/a.jpg", "EE371R/c.jpg"]
+    for i, name in enumerate(names):
+        _touch(root / "database" / name, _image_bytes("JPEG", color=(40 * i, 90, 200)))
+    _write_csv(root / "labels_image.csv", ["name", "mos"], [[n, 60 + i] for i, n in enumerate(names)])
+    ds = load_iqa_dataset("flive", root)
+    found = dict(zip(ds["ref"], zip(ds["image"], ds["mos"])))
+    for i, name in enumerate(names):  # each label went to its own folder's file, not to the other a.jpg
+        image, mos = found[name[:-4]]
+        assert Path(image) == (root / "database" / name).resolve() and mos == 60 + i
+
+    # A name found nowhere at its relative path, whose file name is not unique, is an error naming the row.
+    _write_csv(root / "labels_image.csv", ["name", "mos"], [["elsewhere/a.jpg", 50]])
+    with pytest.raises(IQAMissingFileError) as error:
+        load_iqa_dataset("flive", root)
+    _assert_names(error, root / "labels_image.csv", row=2)
 
 
 def test_generic_csv(tmp_path):

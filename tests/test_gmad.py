@@ -8,6 +8,7 @@ from PIL import Image
 
 from eval import gmad
 from eval.gmad import gmad_contact_sheet, list_images, run_gmad, select_gmad_pairs
+from tests.conftest import BATCH_ATOL
 
 
 def test_selection_picks_the_expected_pair():
@@ -146,7 +147,7 @@ def test_cli_with_real_tiny_glia_models(tmp_path, capsys):
     paths = list_images(tmp_path / "pool")
     batched = score(paths)  # batches of 2, 2 and 1
     assert batched.shape == (5,) and np.all(np.isfinite(batched))
-    np.testing.assert_allclose(batched[4:], score(paths[4:]), atol=1e-5)
+    np.testing.assert_allclose(batched[4:], score(paths[4:]), atol=BATCH_ATOL)
     with pytest.raises(ValueError, match="cannot read image .*notes.txt"):
         score([tmp_path / "pool" / "notes.txt"])
 

@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 from transformers import ViTConfig, ViTModel
 
 from glia_hf import GLIAConfig, GLIAForImageQualityAssessment, GLIAImageProcessor, quality_loss
-from tests.conftest import random_inputs, tiny_vit_config
+from tests.conftest import BATCH_ATOL, random_inputs, tiny_vit_config
 
 
 def tiny_model(**options):
@@ -148,8 +148,8 @@ def test_an_image_scores_the_same_alone_and_in_a_batch():
         alone = torch.cat([model(**processor(image)).score for image in images])
         views = model(**processor(images, num_samples=3, seed=1)).score
         views_alone = torch.cat([model(**processor(image, num_samples=3, seed=1)).score for image in images])
-    torch.testing.assert_close(batch, alone, rtol=0, atol=1e-5)
-    torch.testing.assert_close(views, views_alone, rtol=0, atol=1e-5)
+    torch.testing.assert_close(batch, alone, rtol=0, atol=BATCH_ATOL)
+    torch.testing.assert_close(views, views_alone, rtol=0, atol=BATCH_ATOL)
 
 
 def test_hidden_states_and_attentions_on_request():

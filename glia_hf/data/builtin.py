@@ -137,15 +137,38 @@ SOURCES: Sequence[PhotoSource] = (
 )
 
 
+def _find_spec(module: str):
+    """``importlib.util.find_spec``, with ``None`` also for a package that cannot even be looked up (a broken or
+    blocked install raises instead of returning ``None``)."""
+    try:
+        return importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+
+
 def source_path(source: PhotoSource) -> Optional[Path]:
     """Where the installed package keeps the photograph, or ``None`` if the package or file is absent.
 
     The package is located without importing it, and nothing is ever downloaded."""
-    spec = importlib.util.find_spec(source.module)
+    spec = _find_spec(source.module)
     if spec is None or not spec.submodule_search_locations:
         return None
     path = Path(list(spec.submodule_search_locations)[0]) / source.relpath
     return path if path.is_file() else None
+
+
+#: How to install what builds the built-in set (SSIM from scikit-image; photographs from scikit-image, scikit-learn
+#: and sporco). The benchmark readers do not need it: they are in the base install.
+BUILDER_EXTRA = 'pip install "glia-hf[train]"'
+
+
+def require_builder_packages() -> None:
+    """Raise one clear ``ImportError`` naming the install command when scikit-image (SSIM) is not installed."""
+    if _find_spec("skimage") is None:
+        raise ImportError(
+            "building the built-in data set needs scikit-image (its SSIM labels the images), scikit-learn and sporco "
+            f"(the photographs), which are not installed: {BUILDER_EXTRA}"
+        )
 
 
 def default_builtin_root() -> Path:
@@ -338,7 +361,8 @@ def build_builtin_dataset(
     missing = [source.scene for source in SOURCES if source.scene not in available]
     if scenes is None:
         if missing:
-            logger.warning("photographs not found in the installed packages, left out: %s", missing)
+            logger.warning("photographs not found in the installed packages, left out: %s (%s installs them)",
+                           missing, BUILDER_EXTRA)
         chosen = [source for source in SOURCES if source.scene in available]
     else:
         unknown = [s for s in scenes if s not in available]
@@ -350,6 +374,10 @@ def build_builtin_dataset(
     if unknown:
         raise ValueError(f"unknown distortion(s) {unknown}; known: {list(DISTORTIONS)}")
     if len(chosen) < 2:
+        if scenes is None:  # the packages that hold the photographs are not installed
+            require_builder_packages()
+            raise ImportError(f"the built-in data set needs the photographs of scikit-image, scikit-learn and sporco, "
+                              f"which are not installed: {BUILDER_EXTRA}")
         raise ValueError("the built-in data set needs at least two scenes")
     params = _params(seed, size, [s.scene for s in chosen], distortion_names)
 
@@ -371,6 +399,7 @@ def build_builtin_dataset(
         logger.info("removing incomplete or outdated built-in data set at %s", root)
         shutil.rmtree(root)
 
+    require_builder_packages()
     root.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(root)
     partial = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-{os.getpid()}-", dir=root.parent))

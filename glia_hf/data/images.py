@@ -14,56 +14,46 @@ Quality labels belong to the pixels a rater saw, so an unreadable file must neve
   * 16-bit and 32-bit integer images (``I;16*``, ``I``) are scaled from 0..65535 to 0..255; float images (``F``) are
     taken as 0..1 if their maximum is at most 1, else as 0..255, and clipped.
 
-- A missing, unreadable, corrupt or truncated file raises :class:`IQAImageError` naming the path. Truncated files
-  raise even when some other code has set ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``, because a half-grey picture with a
-  full-quality label is worse than an error.
+- A missing, unreadable, corrupt, truncated or too large file raises :class:`IQAImageError` naming the path, with the
+  message of the project's one reader (``glia_hf.pipeline_glia.open_image_file``). Truncated files raise even when
+  some other code has set ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``, because a half-grey picture with a full-quality
+  label is worse than an error.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
-from typing import Iterable, List, NamedTuple, Tuple
+from typing import Iterable, List, NamedTuple, Optional, Tuple
 
-from PIL import Image, ImageFile
+from PIL import Image
 
-from ..image_processing_glia import pil_to_rgb
+from ..pipeline_glia import DEFAULT_MAX_PIXELS, ImageFileError, open_image_file
 from .errors import IQAImageError, PathLike
 
 logger = logging.getLogger(__name__)
 
-_TRUNCATED_FLAG_LOCK = threading.Lock()
 
-
-def load_image(path: PathLike) -> Image.Image:
+def load_image(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open an image file as an 8-bit RGB :class:`PIL.Image.Image`, upright as its EXIF orientation says.
 
-    See the module docstring for how grayscale, transparent, palette, CMYK and 16-bit images are converted.
+    The file is read by the project's one reader, ``glia_hf.pipeline_glia.open_image_file`` (the pipeline and
+    ``glia-iqa score`` use it too), so the pixels and the error messages are the same on every path. See the module
+    docstring for how grayscale, transparent, palette, CMYK and 16-bit images are converted.
+
+    Args:
+        path: the image file.
+        max_pixels: refuse images with more pixels than this, read from the header before decoding (default: PIL's
+            decompression-bomb limit, 89,478,485; ``None`` or 0 for no limit).
 
     Raises:
-        IQAImageError: the file is missing, is not an image, or is corrupt or truncated; the message names ``path``.
+        IQAImageError: the file is missing, is not an image, is corrupt or truncated, or is too large; the message is
+            the reader's, ``"<path>: <reason>"``.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise IQAImageError("image file does not exist", file=path)
     try:
-        with _TRUNCATED_FLAG_LOCK:
-            previous = ImageFile.LOAD_TRUNCATED_IMAGES
-            ImageFile.LOAD_TRUNCATED_IMAGES = False
-            try:
-                with Image.open(path) as opened:
-                    opened.load()
-                    image = pil_to_rgb(opened)
-                    if image is opened:  # an upright RGB file comes back as is: keep it past the `with`
-                        image = opened.copy()
-            finally:
-                ImageFile.LOAD_TRUNCATED_IMAGES = previous
-        return image
-    except IQAImageError:
-        raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError) as error:
-        raise IQAImageError(f"cannot read image ({type(error).__name__}: {error})", file=path) from error
+        return open_image_file(path, max_pixels=max_pixels)
+    except ImageFileError as error:
+        raise IQAImageError(error.reason, file=error.file) from error
 
 
 class LoadedImages(NamedTuple):

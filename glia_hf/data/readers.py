@@ -344,27 +344,41 @@ def read_spaq(data_dir: PathLike) -> "Dataset":
 def read_flive(data_dir: PathLike, label_file: Optional[PathLike] = None, image_dir: Optional[PathLike] = None) -> "Dataset":
     """FLIVE / PaQ-2-PiQ images (39,810 images; whole-image labels only, patches are not read).
 
-    Layout::
+    Layouts (both are found without options)::
 
         data_dir/labels_image.csv     header with at least ``name`` and ``mos``; ``name`` is the image's path
                                       relative to the image folder (e.g. ``voc_emotic_ava/xxx.jpg``)
         data_dir/<the folders named in it>
 
-    ``label_file`` defaults to ``labels_image.csv`` in ``data_dir`` or ``data_dir/database``; ``image_dir``
-    defaults to the label file's folder. A name that is not found at its relative path is also looked for by file
-    name anywhere below ``image_dir`` (if unique). Scores: MOS about 0-100, kept. ``ref`` is the image's path
-    without extension (names repeat across the source folders, so the folder is kept).
+        data_dir/labels_image.csv     the FLIVE_Database layout: the labels beside ``database/``,
+        data_dir/database/<the folders named in it>
+
+    ``label_file`` defaults to ``labels_image.csv`` in ``data_dir`` or ``data_dir/database``. Each name is looked for,
+    in this order: at its relative path under ``image_dir`` when given; otherwise under the label file's folder, then
+    under ``database/`` beside it, then under ``data_dir/database``; only then by file name anywhere below the first of
+    those folders, if that name is unique there (names such as ``a.jpg`` repeat across the source folders, so this
+    last resort fails rather than guess). Scores: MOS about 0-100, kept. ``ref`` is the image's path without
+    extension (the folder is kept, for the same reason).
     """
     root = require_dir(data_dir, "FLIVE folder")
     if label_file is None:
         label_path = first_existing([root / "labels_image.csv", root / "database" / "labels_image.csv"], "FLIVE labels")
     else:
         label_path = require_file(label_file)
-    index = ImageIndex(require_dir(image_dir if image_dir is not None else label_path.parent, "FLIVE image folder"))
+    if image_dir is not None:
+        folders = [require_dir(image_dir, "FLIVE image folder")]
+    else:
+        folders = [label_path.parent]
+        for candidate in (label_path.parent / "database", root / "database"):
+            if candidate.is_dir() and candidate.resolve() not in folders:
+                folders.append(candidate.resolve())
+    indexes = [ImageIndex(folder) for folder in folders]
     rows = []
     for row, cells in read_table(label_path, {"name": ("name",), "mos": ("mos",)}):
         name = cells["name"]
-        path = index.require(name, label_path, row, anywhere=True)
+        path = next((found for found in (index.resolve(name) for index in indexes) if found is not None), None)
+        if path is None:
+            path = indexes[0].require(name, label_path, row, anywhere=True)
         rows.append(LabelRow(path, parse_score(cells["mos"], label_path, row, "mos"), str(Path(name).with_suffix("")), row))
     return to_dataset(rows, get_score_scale("flive"), label_path)
 
