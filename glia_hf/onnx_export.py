@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -177,4 +178,33 @@ class OnnxScorer:
         return self.session.run([OUTPUT_NAME], feeds)[0]
 
 
-__all__ = ["GLIAScoreGraph", "OnnxScorer", "check_parity", "export_onnx", "resolve_onnx_path"]
+class OnnxScoreModule(nn.Module):
+    """An [`OnnxScorer`] behind the calling convention of `GLIAForImageQualityAssessment` (for `glia-iqa score`).
+
+    `module(pixel_values=..., fragment_values=...)` returns an object whose `score` is a CPU tensor; `config` carries
+    `score_name`, `score_min` and `score_max`. The graph runs on the CPU; the module holds one empty parameter only so
+    that code asking for the model's device gets the CPU.
+    """
+
+    def __init__(self, scorer: OnnxScorer):
+        super().__init__()
+        self.scorer = scorer
+        self.config = SimpleNamespace(score_name=scorer.score_name, score_min=scorer.score_min,
+                                      score_max=scorer.score_max)
+        self.device_anchor = nn.Parameter(torch.empty(0), requires_grad=False)
+
+    def forward(self, pixel_values, fragment_values):
+        scores = self.scorer(pixel_values.cpu().numpy(), fragment_values.cpu().numpy())
+        return SimpleNamespace(score=torch.from_numpy(scores))
+
+
+def load_onnx_scorer(path: str | os.PathLike) -> tuple[OnnxScoreModule, object]:
+    """The exported graph at `path` (a `.onnx` file or its folder) as a module, and the processor saved beside it."""
+    scorer = OnnxScorer(path)
+    return OnnxScoreModule(scorer).eval(), scorer.load_processor()
+
+
+__all__ = [
+    "GLIAScoreGraph", "OnnxScoreModule", "OnnxScorer", "check_parity", "export_onnx", "load_onnx_scorer",
+    "resolve_onnx_path",
+]
