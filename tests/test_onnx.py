@@ -81,21 +81,6 @@ def test_graph_equals_torch_for_any_batch_and_number_of_views(exported, views):
     assert views == 1 or np.abs(first - expected).max() > 1e-3
 
 
-def test_a_traced_graph_no_longer_bakes_in_the_number_of_views(exported):
-    """The cause the issue names: shape branches in forward. Traced with 3 views, the graph must still score 1 view."""
-    from glia_hf.onnx_export import GLIAScoreGraph
-
-    _, model, _, _ = exported
-    generator = torch.Generator().manual_seed(0)
-    wrapper = GLIAScoreGraph(model).eval()
-    with torch.no_grad():
-        traced = torch.jit.trace(wrapper, (torch.randn(2, 3, 224, 224), torch.randn(2, 3, 3, 224, 224)),
-                                 check_trace=False)
-        pixels, fragments = torch.randn(1, 3, 224, 224, generator=generator), torch.randn(1, 1, 3, 224, 224,
-                                                                                          generator=generator)
-        torch.testing.assert_close(traced(pixels, fragments), wrapper(pixels, fragments), rtol=0, atol=1e-5)
-
-
 def test_numpy_processor_and_onnxruntime_give_the_pipelines_score(exported):
     root, _, graph, photos = exported
     example = load_example()
