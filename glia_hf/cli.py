@@ -2,6 +2,8 @@
 
     glia-iqa score photos/ extra.jpg "shots/**/*.png" --model path/to/glianet --output scores.csv
     python -m glia_hf.cli score img.jpg --model path/to/glianet --num-samples 15 --seed 0
+    glia-iqa export onnx --model path/to/glianet --output export/model.onnx    # see glia_hf/onnx_export.py
+    glia-iqa score photos/ --model export/model.onnx --backend onnx
 
 What it does:
 
@@ -312,6 +314,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     add_debug_flag(score)
+    score.add_argument(
+        "--backend", choices=("torch", "onnx"), default="torch",
+        help="torch (default), or onnx: --model is a graph from `glia-iqa export onnx` run with onnxruntime on the CPU",
+    )
+
+    export = commands.add_parser("export", help="export a checkpoint to another format",
+                                 description="Export a GLIANet checkpoint to another format.")
+    formats = export.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    onnx = formats.add_parser(
+        "onnx", help="one ONNX graph: both streams, K views, dynamic batch and views",
+        description="Export to ONNX (needs the [onnx] extra). The processor settings are saved beside the graph.",
+    )
+    onnx.add_argument("--model", required=True, metavar="DIR", help="checkpoint directory (or Hub id)")
+    onnx.add_argument("--output", required=True, metavar="FILE", help="the .onnx file to write")
+    onnx.add_argument("--opset", type=_positive_int, default=18, metavar="N", help="ONNX opset (18)")
+    onnx.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-torch parity check")
+    add_debug_flag(onnx)
     return parser
 
 
@@ -359,7 +378,10 @@ def run_score(args) -> int:
     if args.no_progress:
         hf_logging.disable_progress_bar()
     try:
-        network, processor = load_scorer(args.model, device)
+        if args.backend == "onnx":
+            network, processor = _load_onnx_backend(args.model, args.device or "cpu")
+        else:
+            network, processor = load_scorer(args.model, device)
     finally:
         if bars_were_enabled:
             hf_logging.enable_progress_bar()
@@ -401,6 +423,34 @@ def run_score(args) -> int:
     return 1 if failed else 0
 
 
+def _load_onnx_backend(model: str, device: str):
+    """`glia-iqa score --backend onnx`: the exported graph and the processor saved beside it."""
+    if device != "cpu":
+        raise UsageError("--backend onnx runs on the CPU: leave out --device or give --device cpu")
+    try:
+        from glia_hf.onnx_export import load_onnx_scorer
+
+        return load_onnx_scorer(model)
+    except ImportError as error:
+        raise UsageError(f"--backend onnx needs onnxruntime: pip install 'glia-hf[onnx]' ({error})") from error
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot load the ONNX graph {model!r}: {error}") from error
+
+
+def run_export(args) -> int:
+    """`glia-iqa export onnx`: write the graph and the processor settings beside it."""
+    try:
+        from glia_hf.onnx_export import export_onnx
+    except ImportError as error:
+        raise UsageError(f"export onnx needs onnx, onnxscript and onnxruntime: pip install 'glia-hf[onnx]' ({error})")
+    if not args.output.endswith(".onnx"):
+        raise UsageError(f"--output must end in .onnx, got {args.output!r}")
+    network, processor = load_scorer(args.model, "cpu")
+    path = export_onnx(network, args.output, processor=processor, opset=args.opset, check=not args.no_check)
+    print(f"glia-iqa: wrote {path} and {path.parent / 'preprocessor_config.json'}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `glia-iqa` and `python -m glia_hf.cli`; returns the exit status.
 
@@ -414,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes")
     try:
+        if args.command == "export":
+            return run_export(args)
         return run_score(args)
     except UsageError as error:
         if debug:

@@ -252,13 +252,13 @@ class GLIAModel(GLIAPreTrainedModel):
         if self.uses_prior:
             if guidance_hidden_states is None:
                 guidance_hidden_states = self.encode_guidance(guidance_input)
-            if config.guidance_stream == "semantic" and views > 1:
-                guidance_hidden_states = guidance_hidden_states.repeat_interleave(views, dim=0)
+            if config.guidance_stream == "semantic" and views is not None:
+                guidance_hidden_states = _repeat_per_view(guidance_hidden_states, views)
             prior = self.prior_projection(guidance_hidden_states)
 
         hidden_states = self.vit.embeddings(self._cast(main_input))
-        if config.main_stream == "semantic" and views > 1:
-            hidden_states = hidden_states.repeat_interleave(views, dim=0)
+        if config.main_stream == "semantic" and views is not None:
+            hidden_states = _repeat_per_view(hidden_states, views)
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for index, layer in enumerate(self.vit.layers):
@@ -283,8 +283,32 @@ class GLIAModel(GLIAPreTrainedModel):
         )
         return output if return_dict is not False else output.to_tuple()
 
-    def _stream_inputs(self, pixel_values, fragment_values) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Check the inputs and return (main-stream input, guidance-stream input, number of fragment views)."""
+    def _stream_inputs(self, pixel_values, fragment_values) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Return (main-stream input, guidance-stream input, a tensor whose dim 1 is the number of fragment views).
+
+        The third item is `None` when the detail stream is not used or has one view per image. Nothing here branches
+        on a tensor's size, only on its rank and the configuration, so that a traced or exported graph keeps the
+        batch size and the number of views dynamic; the checks that need sizes live in [`check_inputs`].
+        """
+        config = self.config
+        if not _is_exporting():
+            self.check_inputs(pixel_values, fragment_values)
+        needed = {config.main_stream, config.guidance_stream} if self.uses_prior else {config.main_stream}
+        views = None
+        fragments = fragment_values
+        if fragment_values is not None and fragment_values.ndim == 5:
+            views, fragments = fragment_values, fragment_values.flatten(0, 1)
+        if "detail" not in needed:
+            views = None
+        streams = {"semantic": pixel_values, "detail": fragments}
+        return streams[config.main_stream], streams[config.guidance_stream], views
+
+    def check_inputs(self, pixel_values, fragment_values) -> None:
+        """Raise a `ValueError` saying what to change when the inputs do not fit this configuration.
+
+        Called by `forward`, except while the model is traced or exported (`torch.jit.trace`, `torch.export`,
+        `torch.onnx.export`): its checks on sizes would freeze the batch size and number of views into the graph.
+        """
         config = self.config
         needed = {config.main_stream, config.guidance_stream} if self.uses_prior else {config.main_stream}
         if "semantic" in needed and pixel_values is None:
@@ -304,15 +328,8 @@ class GLIAModel(GLIAPreTrainedModel):
             )
         if any(values is not None and len(values) == 0 for values in (pixel_values, fragment_values)):
             raise ValueError("Received an empty batch.")
-
-        views = 1
-        fragments = fragment_values
-        if fragment_values is not None and fragment_values.ndim == 5:
-            views, fragments = fragment_values.shape[1], fragment_values.flatten(0, 1)
-        if "detail" not in needed:
-            views = 1
-        streams = {"semantic": pixel_values, "detail": fragments}
-        return streams[config.main_stream], streams[config.guidance_stream], views
+        if fragment_values is not None and fragment_values.ndim == 5 and fragment_values.shape[1] == 0:
+            raise ValueError("fragment_values holds no views: K must be at least 1 in (B, K, 3, h, w).")
 
     @staticmethod
     def _layer_with_attention(layer: nn.Module, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -444,6 +461,21 @@ class GLIAForImageQualityAssessment(GLIAPreTrainedModel):
             attentions=outputs.attentions,
         )
         return output if return_dict is not False else output.to_tuple()
+
+
+def _is_exporting() -> bool:
+    """Whether the model is being traced or exported (TorchScript, torch.export / dynamo, ONNX)."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+
+
+def _repeat_per_view(states: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+    """`(B, ...)` -> `(B * K, ...)`, each image's states repeated for its `K = views.shape[1]` fragment views.
+
+    Equal to `states.repeat_interleave(K, dim=0)`, written with `expand` so that `K` stays a dimension of the graph
+    (not a constant) when the model is traced or exported.
+    """
+    expanded = states.unsqueeze(1).expand(states.shape[0], views.shape[1], *states.shape[1:])
+    return expanded.flatten(0, 1)
 
 
 def quality_loss(predictions: torch.Tensor, targets: torch.Tensor, kind: str = "plcc") -> torch.Tensor:
