@@ -19,6 +19,9 @@ What it does:
   runs in evaluation mode, so an image gets the same score alone or in any batch.
 
 Output: a table on stdout, or `--output FILE` as CSV (`path,score,status,error`) or JSON (chosen by the extension).
+With `--output`, rows are saved after every batch and the file is replaced atomically at the end; `--resume` continues
+an interrupted run, and `accelerate launch -m glia_hf.cli score ...` splits the files across processes, writing the
+same single file in input order (see `glia_hf/scoring.py`).
 Exit status: 0 when every image was scored, 1 when any failed, 2 for a usage error (bad arguments, no input found, a
 model directory that cannot be loaded).
 """
@@ -247,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"refuse larger images (default {DEFAULT_MAX_PIXELS:,}, PIL's limit; 0 for no limit)",
     )
     score.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    score.add_argument(
+        "--resume", action="store_true",
+        help="keep the rows already scored in --output (and in its .parts/ folder after an interruption); score the rest",
+    )
     return parser
 
 
@@ -276,12 +283,19 @@ def run_score(args) -> int:
         output_format = OUTPUT_FORMATS.get(os.path.splitext(args.output)[1].lower())
         if output_format is None:
             raise UsageError(f"--output must end in .csv or .json, got {args.output!r}")
+    if args.resume and args.output is None:
+        raise UsageError("--resume needs --output (the file whose rows are kept)")
     files, missing = expand_paths(args.paths)
     if not files:
         for record in missing:
             print(f"glia-iqa: error: {record.path}: {record.error}", file=sys.stderr)
         raise UsageError("no image files found in the given paths")
 
+    from glia_hf.scoring import process_state, score_to_file
+
+    state = process_state()  # several processes under `accelerate launch`; see glia_hf/scoring.py
+    if state.num_processes > 1 and output_format is None:
+        raise UsageError("scoring on several processes needs --output (a .csv or .json file they all write to)")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     bars_were_enabled = hf_logging.is_progress_bar_enabled()
     if args.no_progress:
@@ -291,18 +305,17 @@ def run_score(args) -> int:
     finally:
         if bars_were_enabled:
             hf_logging.enable_progress_bar()
+    if device == "cuda" and state.num_processes > 1:
+        device = f"cuda:{state.local_process_index}"
+        network.to(device)
     seed = (0 if args.seed is None else args.seed) if args.num_samples is not None else None
 
     def report(record):
         tqdm.write(f"glia-iqa: error: {record.path}: {record.error}", file=sys.stderr)  # keeps the bar intact
 
-    for record in missing:
-        report(record)
-    # Arguments that matched nothing come first, then every file in expansion order.
-    records = missing + score_files(
-        files, network, processor, batch_size=args.batch_size, num_samples=args.num_samples, seed=seed,
-        max_pixels=args.max_pixels or None, progress=not args.no_progress, report=report,
-    )
+    if state.is_main_process:
+        for record in missing:
+            report(record)
 
     metadata = {
         "model": args.model,
@@ -312,15 +325,21 @@ def run_score(args) -> int:
         "seed": seed,
     }
     if output_format is None:
+        # Arguments that matched nothing come first, then every file in expansion order.
+        records = missing + score_files(
+            files, network, processor, batch_size=args.batch_size, num_samples=args.num_samples, seed=seed,
+            max_pixels=args.max_pixels or None, progress=not args.no_progress, report=report,
+        )
         sys.stdout.write(format_table(records))
     else:
-        directory = os.path.dirname(os.path.abspath(args.output))
-        os.makedirs(directory, exist_ok=True)
-        with open(args.output, "w", encoding="utf-8", newline="") as stream:
-            if output_format == "csv":
-                write_csv(records, stream)
-            else:
-                write_json(records, stream, metadata)
+        # Split across processes, written per batch, merged in input order, replaced atomically (glia_hf/scoring.py).
+        records = score_to_file(
+            files, missing, network, processor, args.output, metadata, resume=args.resume,
+            batch_size=args.batch_size, num_samples=args.num_samples, seed=seed, max_pixels=args.max_pixels or None,
+            progress=not args.no_progress, report=report, state=state,
+        )
+        if records is None:  # not the main process: the main one writes the output and the summary
+            return 0
     failed = sum(r.status != "ok" for r in records)
     scored = len(records) - failed
     print(f"glia-iqa: scored {scored} image(s), {failed} failed", file=sys.stderr)
