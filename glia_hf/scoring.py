@@ -25,8 +25,8 @@ checked too; a CSV output carries no header, so do not resume a CSV made with ot
 stale ``FILE.parts/`` is deleted and everything is scored again.
 
 Test hook: the environment variable ``GLIA_IQA_STOP_AFTER_BATCHES=N`` makes every process exit abruptly (``os._exit``,
-no clean-up, as a kill would) right after its N-th batch is on disk. It exists so the tests can interrupt a run
-half-way deterministically; it has no other use.
+no clean-up, as a kill would) once every process has its N-th batch on disk (or its last one, if its chunk is
+shorter). It exists so the tests can interrupt a run half-way at a known point; it has no other use.
 """
 
 from __future__ import annotations
@@ -234,6 +234,9 @@ def score_to_file(files, missing, network, processor, output, metadata, *, resum
     state.wait_for_everyone()
 
     stop_after = int(os.environ.get(STOP_AFTER_ENV, "0") or 0)
+    if stop_after:  # every process must reach the stop, so stop at the shortest chunk's last batch at the latest
+        shortest = len(todo) // state.num_processes
+        stop_after = min(stop_after, -(-shortest // batch_size))
     shard = folder / f"attempt-{attempt:04d}-rank-{state.process_index:05d}.jsonl"
     with state.split_between_processes(todo) as mine, open(shard, "a", encoding="utf-8") as stream:
         show = progress and state.is_main_process
@@ -249,8 +252,9 @@ def score_to_file(files, missing, network, processor, output, metadata, *, resum
                 stream.flush()
                 os.fsync(stream.fileno())
                 bar.update(len(records))
-                if number == stop_after:
-                    os._exit(STOP_EXIT_CODE)  # test hook: stop as a kill would, nothing cleaned up
+                if number == stop_after:  # test hook: all processes stop here, as a kill would, nothing cleaned up
+                    state.wait_for_everyone()
+                    os._exit(STOP_EXIT_CODE)
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
