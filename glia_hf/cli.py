@@ -254,6 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true",
         help="keep the rows already scored in --output (and in its .parts/ folder after an interruption); score the rest",
     )
+    benchmark = commands.add_parser(
+        "benchmark",
+        help="SRCC, PLCC, KRCC and RMSE of a checkpoint on IQA data sets, as markdown, CSV and JSON tables",
+        description="Score IQA data sets (whole, or the test part of a split) with a checkpoint and tabulate the "
+        "metrics with bootstrap intervals. Exit status: 0 done, 2 usage error. See glia_hf/benchmark.py.",
+    )
+    from glia_hf.benchmark import add_arguments as add_benchmark_arguments
+
+    add_benchmark_arguments(benchmark)
     return parser
 
 
@@ -354,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # argparse has printed its message; keep main() a function that returns a status
         return int(exit_.code or 0)
     try:
+        if args.command == "benchmark":
+            from glia_hf.benchmark import run_benchmark
+
+            return run_benchmark(args)
         return run_score(args)
     except UsageError as error:
         parser.print_usage(sys.stderr)
