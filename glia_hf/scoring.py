@@ -64,20 +64,21 @@ def process_state():
     """The process group this command runs in: Accelerate's `PartialState` when launched on several processes.
 
     `accelerate launch --multi_gpu --num_processes N` (torchrun) starts N processes also on a machine without a GPU;
-    they are then joined over gloo on the CPU (as the trainer does). A plain run needs no Accelerate.
+    they are then joined over gloo on the CPU (as the trainer does). A run on one process needs no Accelerate and
+    uses none.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:  # one process: no process group, and no global Accelerate state set up as a side effect
+        return _SingleProcess()
     try:
         from accelerate import PartialState
     except ImportError:
-        if world_size > 1:
-            from glia_hf.cli import UsageError
+        from glia_hf.cli import UsageError
 
-            raise UsageError("scoring on several processes needs accelerate: pip install accelerate") from None
-        return _SingleProcess()
+        raise UsageError("scoring on several processes needs accelerate: pip install accelerate") from None
     import torch
 
-    return PartialState(cpu=world_size > 1 and not torch.cuda.is_available())
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def parts_dir(output: str | os.PathLike) -> Path:
@@ -192,6 +193,22 @@ def write_atomically(path: str | os.PathLike, write) -> None:
     _fsync_dir(path.parent)
 
 
+class _resume_hint:
+    """On Ctrl-C, say where the rows scored so far are and how to continue (then let the interrupt through)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if kind is KeyboardInterrupt:
+            print(f"glia-iqa: interrupted; the rows scored so far are saved in {self.folder}; run the same command "
+                  "with --resume to continue", file=sys.stderr)
+        return False
+
+
 def score_to_file(files, missing, network, processor, output, metadata, *, resume=False, batch_size=8,
                   num_samples=None, seed=None, max_pixels=None, progress=True, report=None, state=None):
     """Score `files` on every process of `state` into `output` (CSV or JSON), crash-safe and resumable.
@@ -240,7 +257,8 @@ def score_to_file(files, missing, network, processor, output, metadata, *, resum
     shard = folder / f"attempt-{attempt:04d}-rank-{state.process_index:05d}.jsonl"
     with state.split_between_processes(todo) as mine, open(shard, "a", encoding="utf-8") as stream:
         show = progress and state.is_main_process
-        with tqdm(total=len(mine), unit="image", desc="Scoring", disable=not show, file=sys.stderr) as bar:
+        with tqdm(total=len(mine), unit="image", desc="Scoring", disable=not show, file=sys.stderr) as bar, \
+                _resume_hint(folder):
             for number, start in enumerate(range(0, len(mine), batch_size), start=1):
                 records = score_files(
                     mine[start : start + batch_size], network, processor, batch_size=batch_size,
