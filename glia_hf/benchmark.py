@@ -80,7 +80,8 @@ def describe_resolution(processor) -> str:
 
 
 def describe_views(num_samples, seed) -> str:
-    return "1 centred view" if num_samples is None else f"mean of {num_samples} random views, seed {seed}"
+    return ("1 centred view (deterministic, no seed)" if num_samples is None
+            else f"mean of {num_samples} random views, seed {seed}")
 
 
 def _select(name, dataset, args, splits_files):
@@ -105,9 +106,9 @@ def run_benchmark(args) -> int:
     """Score every data set, compute the metrics, write the tables; returns the exit status."""
     import torch
 
-    from glia_hf._reporting import METRIC_LABELS, Table, to_csv, to_markdown
+    from glia_hf._reporting import Table, _metric_label, to_csv, to_markdown
     from glia_hf.cli import UsageError, load_scorer
-    from glia_hf.data import load_iqa_dataset
+    from glia_hf.data import get_score_scale, load_iqa_dataset
     from glia_hf.evaluation import IQAEvaluator, load_iqa_metrics
     from glia_hf.scoring import process_state, score_to_file, write_atomically
 
@@ -146,6 +147,7 @@ def run_benchmark(args) -> int:
                     print(f"glia-iqa: {name}: kept the finished result in {finished}", file=sys.stderr)
                 results[name] = previous
                 continue
+        scale = get_score_scale(dataset)
         images = [str(path) for path in part["image"]]
         metadata = {"model": args.model, "dataset": name, "part": part_text, "num_samples": args.num_samples,
                     "seed": seed}
@@ -178,19 +180,26 @@ def run_benchmark(args) -> int:
             elif key not in ("total_time_in_seconds", "samples_per_second", "latency_in_seconds"):
                 metrics[key] = value
         results[name] = {"settings": settings, "part": part_text, "num_images": len(part), "metrics": metrics,
-                         "intervals": intervals, "scores_file": str(directory / "scores.csv")}
+                         "intervals": intervals, "scores_file": str(directory / "scores.csv"),
+                         "mos_range": [scale.min, scale.max]}
         write_atomically(finished, lambda stream: json.dump(results[name], stream, indent=2))
     if not state.is_main_process:
         return 0
 
     keys = [key for key in ("srcc", "plcc", "plcc_raw", "krcc", "rmse", "rmse_raw")
             if any(key in r["metrics"] for r in results.values())]
-    labels = [METRIC_LABELS.get(key, key) for key in keys]
+    labels = [_metric_label(key) for key in keys]  # the display labels are defined once, in eval/reporting.py
     with_intervals = any(r["intervals"] for r in results.values())
     interval_text = (f"; [{args.confidence:.0%} bootstrap interval over {args.bootstrap} resamples of the "
                      "(score, MOS) pairs, the logistic refitted on each]" if with_intervals else "")
+    model_range = [network.config.score_min, network.config.score_max]
+    other_scale = [f"{name} (MOS {r['mos_range'][0]:g}-{r['mos_range'][1]:g})" for name, r in results.items()
+                   if [float(v) for v in r.get("mos_range", model_range)] != [float(v) for v in model_range]]
+    scale_note = (f"; the model scores on {model_range[0]:g}-{model_range[1]:g}, so raw RMSE is across scales for "
+                  + ", ".join(other_scale) if other_scale else "")
     caption = (f"GLIANet {args.model}: {describe_views(args.num_samples, seed)}; {describe_resolution(processor)}; "
-               f"{'whole data sets' if args.split is None else f'test part of split {args.split}'}{interval_text}.")
+               f"{'whole data sets' if args.split is None else f'test part of split {args.split}'}{interval_text}"
+               f"{scale_note}.")
     markdown = Table("Benchmark", caption, ["Data set", "Images"], labels, digits=4)
     numbers_columns = []
     for label in labels:
