@@ -21,7 +21,6 @@ scores, 1,000 by default; 0 for none).
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 

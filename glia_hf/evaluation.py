@@ -39,7 +39,7 @@ import inspect
 import warnings
 from collections.abc import Mapping
 from time import perf_counter
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 
