@@ -22,6 +22,9 @@ What it does:
   runs in evaluation mode, so an image gets the same score alone or in any batch, within 1e-5 (float rounding).
 
 Output: a table on stdout, or `--output FILE` as CSV (`path,score,status,error`) or JSON (chosen by the extension).
+With `--output`, rows are saved after every batch and the file is replaced atomically at the end; `--resume` continues
+an interrupted run, and `accelerate launch -m glia_hf.cli score ...` splits the files across processes, writing the
+same single file in input order (see `glia_hf/scoring.py`).
 Exit status: 0 when every image was scored, 1 when any failed, 2 for a usage error (bad arguments, no input found, a
 model that cannot be loaded: "no such model folder", a folder without config.json, a Hub id that cannot be reached).
 Every error is one line on stderr; `--debug` (or the environment variable GLIA_DEBUG=1) shows the traceback.
@@ -331,6 +334,19 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.add_argument("--opset", type=_positive_int, default=18, metavar="N", help="ONNX opset (18)")
     onnx.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-torch parity check")
     add_debug_flag(onnx)
+    score.add_argument(
+        "--resume", action="store_true",
+        help="keep the rows already scored in --output (and in its .parts/ folder after an interruption); score the rest",
+    )
+    benchmark = commands.add_parser(
+        "benchmark",
+        help="SRCC, PLCC, KRCC and RMSE of a checkpoint on IQA data sets, as markdown, CSV and JSON tables",
+        description="Score IQA data sets (whole, or the test part of a split) with a checkpoint and tabulate the "
+        "metrics with bootstrap intervals. Exit status: 0 done, 2 usage error. See glia_hf/benchmark.py.",
+    )
+    from glia_hf.benchmark import add_arguments as add_benchmark_arguments
+
+    add_benchmark_arguments(benchmark)
     return parser
 
 
@@ -367,12 +383,19 @@ def run_score(args) -> int:
         output_format = OUTPUT_FORMATS.get(os.path.splitext(args.output)[1].lower())
         if output_format is None:
             raise UsageError(f"--output must end in .csv or .json, got {args.output!r}")
+    if args.resume and args.output is None:
+        raise UsageError("--resume needs --output (the file whose rows are kept)")
     files, missing = expand_paths(args.paths)
     if not files:
         shown = "; ".join(f"{record.path}: {record.error}" for record in missing[:3])
         more = f"; and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise UsageError(f"no image files found in the given paths ({shown}{more})")
 
+    from glia_hf.scoring import process_state, score_to_file
+
+    state = process_state()  # several processes under `accelerate launch`; see glia_hf/scoring.py
+    if state.num_processes > 1 and output_format is None:
+        raise UsageError("scoring on several processes needs --output (a .csv or .json file they all write to)")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     bars_were_enabled = hf_logging.is_progress_bar_enabled()
     if args.no_progress:
@@ -385,18 +408,17 @@ def run_score(args) -> int:
     finally:
         if bars_were_enabled:
             hf_logging.enable_progress_bar()
+    if device == "cuda" and state.num_processes > 1:
+        device = f"cuda:{state.local_process_index}"
+        network.to(device)
     seed = (0 if args.seed is None else args.seed) if args.num_samples is not None else None
 
     def report(record):
         tqdm.write(f"glia-iqa: error: {record.path}: {record.error}", file=sys.stderr)  # keeps the bar intact
 
-    for record in missing:
-        report(record)
-    # Arguments that matched nothing come first, then every file in expansion order.
-    records = missing + score_files(
-        files, network, processor, batch_size=args.batch_size, num_samples=args.num_samples, seed=seed,
-        max_pixels=args.max_pixels or None, progress=not args.no_progress, report=report,
-    )
+    if state.is_main_process:
+        for record in missing:
+            report(record)
 
     metadata = {
         "model": args.model,
@@ -406,17 +428,25 @@ def run_score(args) -> int:
         "seed": seed,
     }
     if output_format is None:
+        # Arguments that matched nothing come first, then every file in expansion order.
+        records = missing + score_files(
+            files, network, processor, batch_size=args.batch_size, num_samples=args.num_samples, seed=seed,
+            max_pixels=args.max_pixels or None, progress=not args.no_progress, report=report,
+        )
         sys.stdout.write(format_table(records))
     else:
         try:
             os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-            with open(args.output, "w", encoding="utf-8", newline="") as stream:
-                if output_format == "csv":
-                    write_csv(records, stream)
-                else:
-                    write_json(records, stream, metadata)
         except OSError as error:
             raise UsageError(f"cannot write --output {args.output}: {error.strerror or error}") from error
+        # Split across processes, written per batch, merged in input order, replaced atomically (glia_hf/scoring.py).
+        records = score_to_file(
+            files, missing, network, processor, args.output, metadata, resume=args.resume,
+            batch_size=args.batch_size, num_samples=args.num_samples, seed=seed, max_pixels=args.max_pixels or None,
+            progress=not args.no_progress, report=report, state=state,
+        )
+        if records is None:  # not the main process: the main one writes the output and the summary
+            return 0
     failed = sum(r.status != "ok" for r in records)
     scored = len(records) - failed
     print(f"glia-iqa: scored {scored} image(s), {failed} failed", file=sys.stderr)
@@ -466,6 +496,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "export":
             return run_export(args)
+        if args.command == "benchmark":
+            from glia_hf.benchmark import run_benchmark
+
+            return run_benchmark(args)
         return run_score(args)
     except UsageError as error:
         if debug:
@@ -475,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
-        print("glia-iqa: interrupted; no output was written", file=sys.stderr)
+        print("glia-iqa: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 -- not a usage error: one line, the traceback with --debug
         if debug:
