@@ -297,6 +297,7 @@ def test_unfinished_run_is_continued_with_resume(tmp_path, iqa_csv):
     with pytest.raises(RunInterrupted) as interrupted:
         main(["--config", str(config)], on_epoch_end=ctrl_c)
     run_dir = tmp_path / "run-glia"
+    assert isinstance(interrupted.value, KeyboardInterrupt)  # a caller looping over runs stops as well
     message = str(interrupted.value)
     assert "\n" not in message and "after its epoch 1" in message
     assert message.endswith(f"training/train.py --resume {run_dir}")

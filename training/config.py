@@ -622,6 +622,7 @@ def config_help() -> str:
 
 __all__ = [
     "AugmentationConfig",
+    "available_cpus",
     "ConfigError",
     "DataConfig",
     "EvalConfig",

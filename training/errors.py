@@ -34,8 +34,12 @@ class RunError(Exception):
     exit_code = 1
 
 
-class RunInterrupted(RunError):
-    """Ctrl-C during a run; the message says what was kept and how to continue."""
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says what was kept and how to continue.
+
+    Still a ``KeyboardInterrupt``, so that a caller running several trainings in one process (``eval.protocols``)
+    stops too instead of going on with the next one as after an ordinary failure.
+    """
 
     exit_code = 130
 
@@ -66,7 +70,7 @@ def is_disk_full(error: BaseException) -> bool:
 
 def user_message(error: BaseException) -> Optional[tuple]:
     """``(one line, exit status)`` for an error the user caused, ``None`` for anything else (a bug)."""
-    if isinstance(error, RunError):
+    if isinstance(error, (RunError, RunInterrupted)):
         return _one_line(str(error)), error.exit_code
     if isinstance(error, ConfigError):
         return _one_line(f"config error: {error}"), 2

@@ -70,7 +70,8 @@ from glia_hf.data import get_score_scale, load_image, load_iqa_dataset, load_spl
 from glia_hf.data.scales import canonical_name
 from glia_hf.data.splits import split_indices
 from training.config import (
-    ConfigError, TrainConfig, config_from_dict, config_help, flat_config, load_config, resolve_num_workers,
+    ConfigError, TrainConfig, available_cpus, config_from_dict, config_help, flat_config, load_config,
+    resolve_num_workers,
 )
 from training.errors import DiskFull, RunInterrupted, is_disk_full, run_cli
 from training.model_card import fill_model_card, load_template
@@ -1281,9 +1282,10 @@ def main(argv: Optional[Sequence[str]] = None, on_epoch_end: Optional[Callable[[
     ``on_epoch_end(split, epoch)`` is called after each epoch's state is saved (tests use it to interrupt a run).
 
     A finished run of the same recipe in ``output.dir`` is reused: nothing is trained, its ``results.json`` is
-    returned (with ``"reused": True``). Errors the user can fix are raised as :class:`ConfigError`, data errors or
-    :class:`~training.errors.RunError` (Ctrl-C, disk full), each with a one-line message; the command line prints
-    that line (:func:`training.errors.run_cli`). A run that fails before anything resumable was written leaves no
+    returned (with ``"reused": True``). Errors the user can fix are raised as :class:`ConfigError`, data errors,
+    :class:`~training.errors.DiskFull` or, for Ctrl-C, :class:`~training.errors.RunInterrupted` (still a
+    ``KeyboardInterrupt``), each with a one-line message; the command line prints that line
+    (:func:`training.errors.run_cli`). A run that fails before anything resumable was written leaves no
     trace in ``output.dir``.
     """
     args, overrides = parse_args(argv)
@@ -1344,7 +1346,7 @@ def _train(config: TrainConfig, args, run_dir: Path, on_epoch_end) -> dict:
                                       on_gpu=accelerator.device.type != "cpu")
     if accelerator.device.type == "cpu":
         threads = config.data.cpu_threads or max(
-            1, ((os.cpu_count() or 1) - num_workers * accelerator.num_processes) // accelerator.num_processes
+            1, (available_cpus() - num_workers * accelerator.num_processes) // accelerator.num_processes
         )
         torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
