@@ -43,25 +43,60 @@ def one_line(capsys) -> str:
     return lines[0]
 
 
-def test_missing_data_dir_is_one_line_and_leaves_no_run_folder(tmp_path, capsys):
+KONIQ = str(REPO_ROOT / "training" / "configs" / "koniq10k.yaml")
+
+
+def tiny_backbone_argument() -> str:
+    return yaml.safe_dump(tiny_backbone(), default_flow_style=True).strip()
+
+
+@pytest.mark.parametrize("data_dir, expected", [
+    (None, "data.data_dir is not set: give the folder of the unpacked release of koniq10k"),
+    ("nonexistent", "nonexistent does not exist: give the folder of the unpacked release of koniq10k"),
+])
+def test_missing_data_dir_is_one_line_and_leaves_no_run_folder(tmp_path, capsys, data_dir, expected):
     out = tmp_path / "runs" / "koniq10k-glia"
-    status = run_cli(["--config", str(REPO_ROOT / "training" / "configs" / "koniq10k.yaml"),
-                      "--data.data_dir", str(tmp_path / "nonexistent"), "--model.backbone",
-                      yaml.safe_dump(tiny_backbone(), default_flow_style=True).strip(), "--output.dir", str(out)])
+    extra = ["--data.data_dir", str(tmp_path / data_dir)] if data_dir else []
+    status = run_cli(["--config", KONIQ, *extra, "--model.backbone", tiny_backbone_argument(), "--output.dir", str(out)])
     line = one_line(capsys)
-    assert status == 2
-    assert line.startswith("data error:") and "nonexistent" in line and "data.data_dir" in line
-    assert not (tmp_path / "runs").exists()  # neither the run folder nor the parent this run would have made
+    assert status == 2 and line.startswith("config error: data.data_dir") and expected in line
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("override, expected", [
+    (["--data.dataset", "konik"], "data.dataset 'konik' is not a known data set"),
+    (["--data.dataset_options", "{scor_column: MOS}"], "data.dataset_options: ['scor_column'] not options of"),
+])
+def test_bad_data_settings_are_config_errors(tmp_path, capsys, override, expected):
+    status = run_cli(["--config", KONIQ, "--data.data_dir", str(tmp_path), "--model.backbone", tiny_backbone_argument(),
+                      "--output.dir", str(tmp_path / "out"), *override])
+    assert status == 2 and expected in one_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_data_folder_without_its_label_file_is_a_data_error_and_leaves_no_run_folder(tmp_path, capsys):
+    """The folder exists, so the run starts; the reader then finds no label file. What the run had written goes,
+    including the parent folder it made."""
+    (tmp_path / "koniq").mkdir()
+    out = tmp_path / "runs" / "koniq10k-glia"
+    status = run_cli(["--config", KONIQ, "--data.data_dir", str(tmp_path / "koniq"), "--model.backbone",
+                      tiny_backbone_argument(), "--output.dir", str(out)])
+    line = one_line(capsys)
+    assert status == 2 and line.startswith("data error:") and "koniq10k_scores_and_distributions.csv" in line
+    assert "data.data_dir" in line
+    assert not (tmp_path / "runs").exists()  # neither the run folder nor the parent this run made
 
 
 def test_failed_run_never_deletes_what_was_there_before(tmp_path, iqa_csv, capsys):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
+    broken = tmp_path / "broken.csv"
+    broken.write_text("name,score\nscene0_level0.png,1.0\n")  # not the columns the CSV reader expects
     config = write_config(tmp_path, iqa_csv, output={"dir": str(out)})
-    status = run_cli(["--config", str(config), "--data.data_dir", str(tmp_path / "missing.csv")])
-    assert status == 2 and "missing.csv" in one_line(capsys)
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    status = run_cli(["--config", str(config), "--data.data_dir", str(broken)])
+    assert status == 2 and "broken.csv" in one_line(capsys)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # what this run wrote is gone, the rest stays
 
 
 @pytest.mark.parametrize("backbone, expected", [

@@ -353,6 +353,52 @@ def check_backbone(backbone) -> None:
                           f"{local}") from None
 
 
+def _data_reader(name: str):
+    """The function that ``load_iqa_dataset(name, ...)`` calls, or ``None`` for an unknown name."""
+    from glia_hf.data import readers
+
+    key = canonical_name(name)
+    if key == "builtin":
+        from glia_hf.data.builtin import build_builtin_dataset
+
+        return build_builtin_dataset
+    return {"csv": readers.read_csv_dataset, "pyiqa": readers.read_pyiqa_meta}.get(key) or readers.READERS.get(key)
+
+
+def check_data(config: TrainConfig) -> None:
+    """Fail fast, with a :class:`ConfigError` naming the ``data.*`` field, before anything is built or written:
+    an unknown data set, a missing or nonexistent ``data_dir``, a reader option the reader does not take. The same
+    for the cross-data-set test set. (What is inside the folder is checked by the readers, which name the file.)"""
+    import inspect
+
+    d = config.data
+    checks = [("data.dataset", d.dataset, "data.data_dir", d.data_dir, "data.dataset_options", d.dataset_options)]
+    if d.test_dataset:
+        checks.append(("data.test_dataset", d.test_dataset, "data.test_data_dir", d.test_data_dir,
+                       "data.test_dataset_options", d.test_dataset_options))
+    for name_field, name, dir_field, folder, options_field, options in checks:
+        reader = _data_reader(name)
+        if reader is None:
+            from glia_hf.data.readers import READERS
+
+            raise ConfigError(f"{name_field} {name!r} is not a known data set; known: "
+                              f"{sorted(READERS) + ['builtin', 'csv', 'pyiqa']}")
+        key = canonical_name(name)
+        what = "the CSV file" if key == "csv" else "the folder of the unpacked release"
+        if folder is None and key != "builtin" and not (set(options) & {"csv_file", "image_dir"}):
+            raise ConfigError(f"{dir_field} is not set: give {what} of {name}, e.g. --{dir_field} /data/{key}")
+        if folder is not None and not Path(folder).expanduser().exists() and key != "builtin":
+            raise ConfigError(f"{dir_field} {folder} does not exist: give {what} of {name}")
+        accepted = inspect.signature(reader).parameters
+        allowed = [p for p in accepted if p not in ("data_dir", "root", "csv_file", "image_dir")] + {
+            "csv": ["csv_file", "image_dir"], "pyiqa": ["image_dir"]}.get(key, [])
+        if key == "pyiqa" and "meta_info_file" not in options:
+            raise ConfigError(f"{options_field} needs meta_info_file (the pyiqa meta-info CSV) for {name}")
+        unknown = [k for k in options if k not in allowed]
+        if unknown and not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+            raise ConfigError(f"{options_field}: {unknown} not options of the {key} reader; it takes {allowed}")
+
+
 def build_model(config: TrainConfig, scale):
     """The model of ``config.model`` with the data set's score range and the configured loss.
 
@@ -1294,7 +1340,6 @@ def main(argv: Optional[Sequence[str]] = None, on_epoch_end: Optional[Callable[[
         print(config.to_yaml())
         return {"config": config.to_dict()}
     run_dir = config.run_dir().absolute()
-    check_backbone(config.model.backbone)
 
     if not args.resume and not config.output.overwrite:
         existing = describe_run_dir(config, run_dir)
@@ -1310,6 +1355,8 @@ def main(argv: Optional[Sequence[str]] = None, on_epoch_end: Optional[Callable[[
             return payload
         if existing.kind != "none":
             refuse_existing_run(run_dir, existing)  # before anything is built or written
+    check_backbone(config.model.backbone)  # a reused run needs no backbone, so only now
+    check_data(config)
 
     guard = RunDirGuard(run_dir)
     try:
