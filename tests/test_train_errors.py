@@ -57,7 +57,8 @@ def tiny_backbone_argument() -> str:
 def test_missing_data_dir_is_one_line_and_leaves_no_run_folder(tmp_path, capsys, data_dir, expected):
     out = tmp_path / "runs" / "koniq10k-glia"
     extra = ["--data.data_dir", str(tmp_path / data_dir)] if data_dir else []
-    status = run_cli(["--config", KONIQ, *extra, "--model.backbone", tiny_backbone_argument(), "--output.dir", str(out)])
+    status = run_cli(["--config", KONIQ, *extra, "--model.backbone", tiny_backbone_argument(),
+                      "--output.dir", str(out)])
     line = one_line(capsys)
     assert status == 2 and line.startswith("config error: data.data_dir") and expected in line
     assert not (tmp_path / "runs").exists()
