@@ -54,7 +54,7 @@ def iqa_csv(tmp_path_factory) -> Path:
 def write_config(tmp_path: Path, iqa_csv: Path, method: str = "glia", **sections) -> Path:
     config = {
         "data": {"dataset": "csv", "data_dir": str(iqa_csv), "splits_file": str(iqa_csv.parent / "splits.json"),
-                 "num_splits": 3, "splits": 0, "cpu_threads": 1},
+                 "num_splits": 3, "splits": 0, "cpu_threads": 1, "num_workers": 0},
         "model": {"method": method, "backbone": tiny_backbone(),
                   "glia": {"latent_dim": 16, "cross_attention_heads": 2} if method == "glia" else {}},
         "optim": {"epochs": 1, "batch_size": 4},
@@ -235,24 +235,79 @@ def test_resumed_run_matches_uninterrupted(tmp_path, iqa_csv):
     assert summary_a["srcc"]["median"] == pytest.approx(summary_b["srcc"]["median"], abs=1e-9)
 
 
-def test_existing_run_needs_resume_or_overwrite(tmp_path, iqa_csv):
-    from training.config import ConfigError
-    from training.train import main
-
-    config = write_config(tmp_path, iqa_csv, output={"save_model": False, "plots": False})
-    main(["--config", str(config)])
+def _reset_accelerate():
     from accelerate.state import AcceleratorState, GradientState
 
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
-    with pytest.raises(ConfigError, match="already holds a run"):
-        main(["--config", str(config)])
-    with pytest.raises(ConfigError, match="differs from the interrupted run"):
-        main(["--config", str(config), "--resume", "--optim.lr", "1e-3"])
-    # A finished run resumed from its directory alone (its config.yaml) trains nothing and rewrites its results.
+
+
+def test_finished_run_is_reused_other_recipe_is_an_error_and_only_overwrite_retrains(tmp_path, iqa_csv, capsys):
+    from training.config import ConfigError
+    from training.train import main
+
+    config = write_config(tmp_path, iqa_csv, output={"plots": False})
+    first = main(["--config", str(config)])
+    run_dir = tmp_path / "run-glia"
+    weights = run_dir / "split-0" / "model" / "model.safetensors"
+    stamp = (weights.stat().st_mtime_ns, weights.read_bytes())
+    _reset_accelerate()
+    capsys.readouterr()
+
+    # The same command again: the finished run is reused, nothing is trained, the results come back as before.
     trained = []
-    payload = main(["--resume", str(tmp_path / "run-glia")], on_epoch_end=lambda *a: trained.append(a))
+    again = main(["--config", str(config)], on_epoch_end=lambda *a: trained.append(a))
+    assert trained == [] and again["reused"] is True
+    assert again["summary"]["srcc"]["median"] == first["summary"]["srcc"]["median"]
+    assert [r["srcc"] for r in again["splits"]] == [r["srcc"] for r in first["splits"]]
+    assert again["trainable_parameters"] == first["trainable_parameters"]
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and "reusing it" in printed[0] and str(Path("split-0") / "model") in printed[0]
+    assert (weights.stat().st_mtime_ns, weights.read_bytes()) == stamp
+
+    # Another recipe in the same folder: an error naming the field that differs; the model is left alone.
+    with pytest.raises(ConfigError, match=r"another recipe .*optim\.lr \(0\.0003 -> 0\.001\)"):
+        main(["--config", str(config), "--optim.lr", "1e-3"])
+    with pytest.raises(ConfigError, match="differs from the interrupted run's in optim.lr"):
+        main(["--config", str(config), "--resume", "--optim.lr", "1e-3"])
+    assert (weights.stat().st_mtime_ns, weights.read_bytes()) == stamp
+    # A finished run resumed from its directory alone (its config.yaml) trains nothing and rewrites its results.
+    payload = main(["--resume", str(run_dir)], on_epoch_end=lambda *a: trained.append(a))
     assert trained == [] and [r["split"] for r in payload["splits"]] == [0]
+    assert (weights.stat().st_mtime_ns, weights.read_bytes()) == stamp
+    _reset_accelerate()
+
+    # Only output.overwrite trains again (here with the other recipe) and replaces the model.
+    retrained = main(["--config", str(config), "--optim.lr", "1e-3", "--output.overwrite", "true"],
+                     on_epoch_end=lambda *a: trained.append(a))
+    assert trained == [(0, 1)] and "reused" not in retrained
+    assert weights.read_bytes() != stamp[1]
+
+
+def test_unfinished_run_is_continued_with_resume(tmp_path, iqa_csv):
+    from training.config import ConfigError
+    from training.errors import RunInterrupted
+    from training.train import main
+
+    config = write_config(tmp_path, iqa_csv, optim={"epochs": 2, "batch_size": 4},
+                          output={"save_model": False, "plots": False})
+
+    def ctrl_c(split, epoch):
+        raise KeyboardInterrupt
+
+    with pytest.raises(RunInterrupted) as interrupted:
+        main(["--config", str(config)], on_epoch_end=ctrl_c)
+    run_dir = tmp_path / "run-glia"
+    assert isinstance(interrupted.value, KeyboardInterrupt)  # a caller looping over runs stops as well
+    message = str(interrupted.value)
+    assert "\n" not in message and "after its epoch 1" in message
+    assert message.endswith(f"training/train.py --resume {run_dir}")
+    _reset_accelerate()
+    with pytest.raises(ConfigError, match="unfinished run of this recipe; continue it with: .* --resume"):
+        main(["--config", str(config)])
+    epochs = []
+    main(["--config", str(config), "--resume"], on_epoch_end=lambda *a: epochs.append(a))
+    assert epochs == [(0, 2)] and (run_dir / "results.json").is_file()
 
 
 def _subprocess_env(**extra) -> dict:

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
+import os
+import re
 import typing
 import warnings
 from dataclasses import dataclass, field
@@ -78,7 +81,9 @@ class DataConfig:
             use torchvision's default, bilinear; the others bicubic).
         test_dataset, test_data_dir, test_dataset_options: a second data set on which each split's model is also
             tested, whole (paper Table 2, cross-data-set). ``null``: none.
-        num_workers: DataLoader worker processes per training process.
+        num_workers: DataLoader worker processes per training process, or ``auto`` (the default): what the machine
+            has. On the CPU half the cores of each process (1 worker + 1 compute thread on 2 cores, none on 1 core),
+            on a GPU each process's cores but one, at most 8 (see :func:`resolve_num_workers`).
         cpu_threads: PyTorch compute threads per process when training on the CPU. Default: the cores left over by
             the data workers, shared among the processes (at least one), so that workers and compute threads do not
             fight for the same cores (on 2 cores: 1 worker + 1 thread). Ignored on GPUs.
@@ -100,7 +105,7 @@ class DataConfig:
     test_dataset: Optional[str] = None
     test_data_dir: Optional[str] = None
     test_dataset_options: Dict[str, Any] = field(default_factory=dict)
-    num_workers: int = 0
+    num_workers: Union[int, str] = "auto"
     cpu_threads: Optional[int] = None
 
 
@@ -227,7 +232,9 @@ class OutputConfig:
         log_every: log the training loss every this many optimiser steps.
         save_model: save each split's trained model as a Hub-ready directory.
         plots: write a scatter plot PNG per split.
-        overwrite: allow a run directory that already holds a run (without ``--resume``); its results are replaced.
+        overwrite: train again in a run directory that already holds a run, replacing its results and models.
+            Without it, a finished run of the same recipe is reused (nothing is trained), an unfinished one is
+            continued with ``--resume``, and a run of another recipe is an error that names the differing fields.
     """
 
     dir: str = "runs/{dataset}-{method}"
@@ -314,8 +321,10 @@ class TrainConfig:
         if not 0 < d.train_ratio < 1:
             raise ConfigError(f"data.train_ratio must lie in (0, 1), got {d.train_ratio}")
         _positive("data.num_splits", d.num_splits)
-        if d.num_workers < 0:
-            raise ConfigError("data.num_workers must be >= 0")
+        if isinstance(d.num_workers, str) and d.num_workers != "auto" or isinstance(d.num_workers, int) and (
+            d.num_workers < 0
+        ):
+            raise ConfigError(f"data.num_workers must be a number >= 0 or 'auto', got {d.num_workers!r}")
         if d.cpu_threads is not None and d.cpu_threads < 1:
             raise ConfigError("data.cpu_threads must be >= 1 (or null for automatic)")
         if not isinstance(m.backbone, (str, dict)):
@@ -366,6 +375,28 @@ class TrainConfig:
         if len(set(indices)) != len(indices):
             raise ConfigError(f"data.splits lists a split twice: {indices}")
         return indices
+
+
+def available_cpus() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one, else all of them)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_num_workers(value: Union[int, str], num_processes: int, on_gpu: bool, cpus: Optional[int] = None) -> int:
+    """The DataLoader workers per process for ``data.num_workers`` (an ``int`` is kept as is).
+
+    ``auto`` shares the machine's cores among the processes first. On the CPU the workers decode and sample while
+    the compute threads run the model, so each process gets half of its cores as workers (2 cores, 1 process:
+    1 worker and 1 thread; 1 core: no worker). On a GPU the model runs elsewhere: each process keeps one core for
+    its own loop and uses the others as workers, at most 8 (LoDa's setting).
+    """
+    if value != "auto":
+        return int(value)
+    per_process = max(1, (cpus or available_cpus()) // max(1, num_processes))
+    return min(8, max(1, per_process - 1)) if on_gpu else per_process // 2
 
 
 def _choice(name: str, value: Any, allowed) -> None:
@@ -574,8 +605,80 @@ def flat_config(config: TrainConfig) -> Dict[str, Any]:
     return flat
 
 
+# ------------------------------------------------------------------------------------------- --help text
+
+
+_FIELD_LINE = re.compile(r"^    (\w+(?:, \w+)*): (.*)$")
+_SENTENCE_END = re.compile(r"(?<!e\.g)(?<!i\.e)(?<!etc)\.(?:\s|$)")
+
+
+def field_descriptions(cls) -> Dict[str, str]:
+    """The ``Attributes:`` entries of a config dataclass's docstring, ``{field: description}``.
+
+    An entry may name several fields (``num_splits, split_seed, train_ratio: ...``); they share its text.
+    Continuation lines are joined; double backticks are dropped.
+    """
+    descriptions: Dict[str, str] = {}
+    names: List[str] = []
+    inside = False
+    for line in (inspect.getdoc(cls) or "").splitlines():
+        if line.strip() == "Attributes:":
+            inside = True
+            continue
+        if not inside:
+            continue
+        match = _FIELD_LINE.match(line)
+        if match:
+            names = match.group(1).split(", ")
+            for name in names:
+                descriptions[name] = match.group(2).strip()
+        elif line.startswith("        ") and names:
+            for name in names:
+                descriptions[name] += " " + line.strip()
+        elif line.strip():
+            break
+    return {name: re.sub(r":\w+:`([^`]+)`", r"\1", text).replace("``", "") for name, text in descriptions.items()}
+
+
+def _first_sentence(text: str) -> str:
+    match = _SENTENCE_END.search(text)
+    return text[: match.start() + 1] if match else text
+
+
+def _inline(value: Any) -> str:
+    """A default as it would be written in YAML, on one line."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return value
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+
+
+def config_help() -> str:
+    """Every config section and field with its default and the first sentence of its description.
+
+    The text comes from the dataclasses' docstrings and defaults (the one place they are written down); it is the
+    epilog of ``training/train.py --help``.
+    """
+    defaults = TrainConfig()
+    lines = ["config fields (in a YAML file given with --config, or on the command line as --section.field VALUE;",
+             "the value in brackets is the default):"]
+    for section in dataclasses.fields(TrainConfig):
+        cls = type(getattr(defaults, section.name))
+        summary = (inspect.getdoc(cls) or "").splitlines()[0]
+        lines.append("")
+        lines.append(f"{section.name}: {summary}")
+        descriptions = field_descriptions(cls)
+        for item in dataclasses.fields(cls):
+            default = _inline(getattr(getattr(defaults, section.name), item.name))
+            text = _first_sentence(descriptions.get(item.name, "(undocumented)"))
+            lines.append(f"  --{section.name}.{item.name} [{default}]  {text}")
+    return "\n".join(lines)
+
+
 __all__ = [
     "AugmentationConfig",
+    "available_cpus",
     "ConfigError",
     "DataConfig",
     "EvalConfig",
@@ -587,8 +690,11 @@ __all__ = [
     "TrainConfig",
     "config_from_dict",
     "describe_resolution",
+    "config_help",
+    "field_descriptions",
     "flat_config",
     "load_config",
     "parse_overrides",
+    "resolve_num_workers",
     "set_dotted",
 ]

@@ -70,7 +70,11 @@ from glia_hf import GLIAImageProcessor
 from glia_hf.data import get_score_scale, load_image, load_iqa_dataset, load_splits, make_splits, save_splits
 from glia_hf.data.scales import canonical_name
 from glia_hf.data.splits import split_indices
-from training.config import ConfigError, TrainConfig, config_from_dict, describe_resolution, flat_config, load_config
+from training.config import (
+    ConfigError, TrainConfig, available_cpus, config_from_dict, config_help, describe_resolution, flat_config,
+    load_config, resolve_num_workers,
+)
+from training.errors import DiskFull, RunInterrupted, is_disk_full, run_cli
 from training.model_card import fill_model_card, load_template
 
 
@@ -328,17 +332,146 @@ def backbone_normalisation(config: TrainConfig):
     return mean, std
 
 
+HUB_ID_EXAMPLE = "google/vit-base-patch16-224"
+
+
+def _looks_like_path(name: str) -> bool:
+    """A Hub id is ``name`` or ``namespace/name``; anything with more slashes, or starting like a path, is a path."""
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or "\\" in name
+
+
+def check_backbone(backbone) -> None:
+    """Fail fast, with a :class:`ConfigError` naming ``model.backbone``, when the backbone cannot be had.
+
+    A dict must be valid ``ViTConfig`` fields; a local directory must hold ``config.json``; a Hub id must be in the
+    local Hugging Face cache or, when the Hub may be reached (``HF_HUB_OFFLINE`` unset), be fetchable: its
+    ``config.json`` is fetched once here, so that an unreachable Hub costs one request instead of the retries of
+    every file of the checkpoint.
+    """
+    if isinstance(backbone, dict):
+        try:
+            ViTConfig(**backbone)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"model.backbone: these ViTConfig fields are not valid ({error})") from None
+        return
+    name = str(backbone)
+    fix = ("set model.backbone (--model.backbone) to a local directory holding a ViT checkpoint (config.json and "
+           f"weights) or to a Hub id such as {HUB_ID_EXAMPLE}")
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model.backbone {name!r} is a local path without a config.json; {fix}")
+        return
+    if _looks_like_path(name):
+        raise ConfigError(f"model.backbone {name!r}: no such directory; {fix}")
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+
+    try:
+        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return
+    except ValueError as error:  # not a valid repository id
+        raise ConfigError(f"model.backbone {name!r} is neither a local directory nor a Hub id ({error}); {fix}") \
+            from None
+    local = ("set model.backbone (--model.backbone) to a local directory holding a ViT checkpoint (config.json and "
+             "weights)")
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise ConfigError(f"model.backbone {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is "
+                          f"set: download it once with a network, or {local}")
+    try:
+        # One request without retries first: an unreachable Hub is reported at once, not after the download
+        # helpers' back-off (about 25 s per file).
+        from huggingface_hub.utils import get_session
+
+        get_session().head(constants.ENDPOINT, timeout=10)
+    except Exception as error:
+        raise ConfigError(f"model.backbone {name!r} is not in the local Hugging Face cache and the Hub "
+                          f"({constants.ENDPOINT}) cannot be reached ({_first_line(error)}): connect to the network, "
+                          f"or {local}") from None
+    try:
+        hf_hub_download(name, "config.json", etag_timeout=10)
+    except Exception as error:  # connection, missing repository, gated model: the user's to fix, named below
+        raise ConfigError(f"model.backbone {name!r} cannot be fetched from the Hugging Face Hub "
+                          f"({_first_line(error)}): check the id and the network (HF_TOKEN for a gated model), or "
+                          f"{local}") from None
+
+
+def _data_reader(name: str):
+    """The function that ``load_iqa_dataset(name, ...)`` calls, or ``None`` for an unknown name."""
+    from glia_hf.data import readers
+
+    key = canonical_name(name)
+    if key == "builtin":
+        from glia_hf.data.builtin import build_builtin_dataset
+
+        return build_builtin_dataset
+    return {"csv": readers.read_csv_dataset, "pyiqa": readers.read_pyiqa_meta}.get(key) or readers.READERS.get(key)
+
+
+def check_data(config: TrainConfig) -> None:
+    """Fail fast, with a :class:`ConfigError` naming the ``data.*`` field, before anything is built or written:
+    an unknown data set, a missing or nonexistent ``data_dir``, a reader option the reader does not take. The same
+    for the cross-data-set test set. (What is inside the folder is checked by the readers, which name the file.)"""
+    import inspect
+
+    d = config.data
+    checks = [("data.dataset", d.dataset, "data.data_dir", d.data_dir, "data.dataset_options", d.dataset_options)]
+    if d.test_dataset:
+        checks.append(("data.test_dataset", d.test_dataset, "data.test_data_dir", d.test_data_dir,
+                       "data.test_dataset_options", d.test_dataset_options))
+    for name_field, name, dir_field, folder, options_field, options in checks:
+        reader = _data_reader(name)
+        if reader is None:
+            from glia_hf.data.readers import READERS
+
+            raise ConfigError(f"{name_field} {name!r} is not a known data set; known: "
+                              f"{sorted(READERS) + ['builtin', 'csv', 'pyiqa']}")
+        key = canonical_name(name)
+        what = "the CSV file" if key == "csv" else "the folder of the unpacked release"
+        if folder is None and key != "builtin" and not (set(options) & {"csv_file", "image_dir"}):
+            raise ConfigError(f"{dir_field} is not set: give {what} of {name}, e.g. --{dir_field} /data/{key}")
+        if folder is not None and not Path(folder).expanduser().exists() and key != "builtin":
+            raise ConfigError(f"{dir_field} {folder} does not exist: give {what} of {name}")
+        accepted = inspect.signature(reader).parameters
+        allowed = [p for p in accepted if p not in ("data_dir", "root", "csv_file", "image_dir")] + {
+            "csv": ["csv_file", "image_dir"], "pyiqa": ["image_dir"]}.get(key, [])
+        if key == "pyiqa" and "meta_info_file" not in options:
+            raise ConfigError(f"{options_field} needs meta_info_file (the pyiqa meta-info CSV) for {name}")
+        unknown = [k for k in options if k not in allowed]
+        if unknown and not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+            raise ConfigError(f"{options_field}: {unknown} not options of the {key} reader; it takes {allowed}")
+
+
 def build_model(config: TrainConfig, scale):
-    """The model of ``config.model`` with the data set's score range and the configured loss."""
+    """The model of ``config.model`` with the data set's score range and the configured loss.
+
+    A backbone that cannot be loaded (missing, unreachable, not a ViT, weights that do not fit) and options the
+    model rejects become a :class:`ConfigError` that names the config field to change.
+    """
     from glia_hf.methods import build_model as build_method_model
 
     glia_options = dict(config.model.glia)
     glia_options.update(scale.config_kwargs())
     glia_options["loss"] = config.optim.loss
-    return build_method_model(
-        config.model.method, backbone_argument(config.model.backbone), dict(config.model.method_options) or None,
-        **glia_options,
-    )
+    backbone = config.model.backbone
+    try:
+        return build_method_model(
+            config.model.method, backbone_argument(backbone), dict(config.model.method_options) or None,
+            **glia_options,
+        )
+    except OSError as error:
+        if is_disk_full(error) or not isinstance(backbone, str):
+            raise
+        raise ConfigError(f"model.backbone {backbone!r} cannot be loaded ({_first_line(error)}); set "
+                          "model.backbone to a local directory holding a ViT checkpoint (config.json and weights) or "
+                          f"to a Hub id such as {HUB_ID_EXAMPLE}") from error
+    except ValueError as error:
+        raise ConfigError(f"the model rejects its settings ({_first_line(error)}); check model.backbone, "
+                          "model.glia and model.method_options") from error
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def unreachable_trainable(model) -> List[str]:
@@ -988,6 +1121,8 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     parser = argparse.ArgumentParser(
         description="Train GLIANet or a fine-tuning baseline with Accelerate. Any config value can be overridden "
                     "with its dotted name, e.g. --optim.lr 1e-4 --data.splits [0,1,2].",
+        epilog=config_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", action="append",
                         help="YAML config (training/configs/*.yaml); repeat to layer files, e.g. a data set config "
@@ -1000,6 +1135,8 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     parser.add_argument("--push_to_hub", action="store_true", help="shortcut for --hub.push_to_hub true")
     parser.add_argument("--hub_model_id", help="shortcut for --hub.hub_model_id")
     parser.add_argument("--print_config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of its one-line message (or GLIA_DEBUG=1)")
     args, overrides = parser.parse_known_args(argv)
     if args.push_to_hub:
         overrides += ["--hub.push_to_hub", "true"]
@@ -1011,7 +1148,11 @@ def parse_args(argv: Optional[Sequence[str]] = None):
 def resolve_config(args, overrides) -> TrainConfig:
     config_path = args.config
     if not config_path and isinstance(args.resume, str):
-        config_path = [str(Path(args.resume) / "config.yaml")]
+        saved = Path(args.resume) / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"--resume {args.resume}: no run there (no config.yaml); give the run directory of an "
+                              "interrupted run, or start the run without --resume")
+        config_path = [str(saved)]
     config = load_config(config_path, overrides)
     if isinstance(args.resume, str):
         # The run directory named on the command line wins over the one in the config.
@@ -1026,28 +1167,106 @@ def _recipe(values: dict) -> dict:
             for section, fields in values.items()}
 
 
+def recipe_differences(previous: dict, current: dict) -> List[str]:
+    """The recipe fields (not the run-control ones) in which two configs differ, as ``"optim.lr (0.0003 -> 0.001)"``."""
+    before, after = _recipe(previous), _recipe(current)
+    changed = []
+    for section, fields in after.items():
+        for key, value in fields.items():
+            old = before.get(section, {}).get(key)
+            if old != value:
+                changed.append(f"{section}.{key} ({json.dumps(old, default=str)} -> {json.dumps(value, default=str)})")
+    return changed
+
+
+@dataclass
+class ExistingRun:
+    """What a run directory holds, measured against the config of a new invocation.
+
+    ``kind``: ``none`` (no run yet), ``finished`` (this recipe, every requested split done), ``unfinished`` (this
+    recipe, some split not done) or ``different`` (another recipe; ``differences`` names the fields).
+    """
+
+    kind: str
+    differences: List[str]
+    results: Optional[Path] = None
+
+
+def _read_saved_config(saved: Path) -> dict:
+    import yaml
+
+    try:
+        return config_from_dict(yaml.safe_load(saved.read_text())).to_dict()
+    except (ConfigError, yaml.YAMLError) as error:
+        raise ConfigError(f"{saved} is not a config this version can read ({error}); choose another --output.dir, "
+                          "or set --output.overwrite true to replace the run") from None
+
+
+def _requested_splits(config: TrainConfig, run_dir: Path) -> Optional[List[int]]:
+    """The split indices this invocation would run, or ``None`` when the splits file does not exist yet."""
+    chosen = config.data.splits
+    if chosen != "all":
+        return [chosen] if isinstance(chosen, int) else list(chosen)
+    splits_file = Path(config.data.splits_file) if config.data.splits_file else run_dir / "splits.json"
+    try:
+        return list(range(len(json.loads(splits_file.read_text())["splits"])))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def describe_run_dir(config: TrainConfig, run_dir: Path) -> ExistingRun:
+    """Whether ``run_dir`` holds a run, and whether it is a finished or unfinished run of ``config``'s recipe."""
+    saved = run_dir / "config.yaml"
+    if not saved.is_file() or not (any(run_dir.glob("split-*")) or (run_dir / "checkpoints").exists()):
+        return ExistingRun("none", [])
+    differences = recipe_differences(_read_saved_config(saved), config.to_dict())
+    if differences:
+        return ExistingRun("different", differences)
+    results = run_dir / "results.json"
+    requested = _requested_splits(config, run_dir)
+    done = results.is_file() and requested is not None and all(
+        (run_dir / f"split-{k}" / "result.json").is_file() for k in requested)
+    return ExistingRun("finished" if done else "unfinished", [], results if done else None)
+
+
+def refuse_existing_run(run_dir: Path, existing: ExistingRun) -> None:
+    """Raise the :class:`ConfigError` for a directory that holds another recipe's run or an unfinished one."""
+    if existing.kind == "different":
+        raise ConfigError(
+            f"{_shown(run_dir)} holds a run of another recipe (it differs in {', '.join(existing.differences)}); "
+            "choose another --output.dir, or set --output.overwrite true to replace that run"
+        )
+    if existing.kind == "unfinished":
+        raise ConfigError(
+            f"{_shown(run_dir)} holds an unfinished run of this recipe; continue it with: {resume_command(run_dir)} "
+            "(or set --output.overwrite true to start it again)"
+        )
+    raise ConfigError(f"{_shown(run_dir)} holds a finished run of this recipe; set --output.overwrite true to train "
+                      "it again")
+
+
 def prepare_run_dir(config: TrainConfig, run_dir: Path, resume: bool) -> None:
-    """Check the run directory against ``--resume`` / ``output.overwrite``; write the resolved config."""
+    """Check the run directory against ``--resume`` / ``output.overwrite``; write the resolved config.
+
+    Without ``--resume`` a directory that holds a run is only reused for a new one with ``output.overwrite`` (its
+    splits, states and results are deleted first); an unfinished run of the same recipe is an error that says to
+    continue it with ``--resume``, and a run of another recipe is an error that names the fields that differ. (A
+    finished run of the same recipe never gets here: :func:`main` reuses it.)
+    """
     saved = run_dir / "config.yaml"
     if resume:
         if not saved.is_file():
             raise ConfigError(f"--resume: {run_dir} holds no run (no config.yaml); start it without --resume")
-        import yaml
-
-        previous = config_from_dict(yaml.safe_load(saved.read_text())).to_dict()
-        if _recipe(previous) != _recipe(config.to_dict()):
-            changed = [f"{s}.{k}" for s, fields in _recipe(config.to_dict()).items() for k, v in fields.items()
-                       if _recipe(previous)[s].get(k) != v]
-            raise ConfigError(f"--resume: the config differs from the interrupted run's in {changed}; a resumed run "
-                              "must use the same recipe")
+        changed = recipe_differences(_read_saved_config(saved), config.to_dict())
+        if changed:
+            raise ConfigError(f"--resume: the config differs from the interrupted run's in {', '.join(changed)}; a "
+                              "resumed run must use the same recipe")
         saved.write_text(config.to_yaml())  # run-control fields (splits to run, trackers, ...) may have changed
         return
-    if saved.exists() and (any(run_dir.glob("split-*")) or (run_dir / "checkpoints").exists()):
+    existing = describe_run_dir(config, run_dir)
+    if existing.kind != "none":
         if not config.output.overwrite:
-            raise ConfigError(
-                f"{run_dir} already holds a run; continue it with --resume, choose another --output.dir, or set "
-                "--output.overwrite true to replace it"
-            )
+            refuse_existing_run(run_dir, existing)
         for path in list(run_dir.glob("split-*")) + [run_dir / "checkpoints"]:
             shutil.rmtree(path, ignore_errors=True)
         for name in ("results.json", "results.md", "results.csv"):
@@ -1056,10 +1275,125 @@ def prepare_run_dir(config: TrainConfig, run_dir: Path, resume: bool) -> None:
     saved.write_text(config.to_yaml())
 
 
+# ----------------------------------------------------------------------------------------- after a failure
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies inside it (shorter to read and to paste)."""
+    try:
+        return str(Path(path).absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that continues the run in ``run_dir`` (its ``config.yaml`` holds the recipe).
+
+    Launched by ``accelerate launch``, the launcher's process flags are repeated (``--cpu``, the number of
+    processes); run as a plain script, it is ``python training/train.py``.
+    """
+    import shlex
+
+    script = shlex.quote(_shown(Path(__file__)))
+    tail = f"{script} --resume {shlex.quote(_shown(run_dir))}"
+    if "ACCELERATE_USE_CPU" not in os.environ and "LOCAL_RANK" not in os.environ:
+        return f"python {tail}"
+    flags = ["--cpu"] if os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" else []
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    flags += (["--multi_gpu"] if processes > 1 else []) + ["--num_processes", str(processes)]
+    return " ".join(["accelerate launch", *flags, tail])
+
+
+def _finished_splits(run_dir: Path) -> List[int]:
+    return sorted(int(p.parent.name.split("-")[1]) for p in run_dir.glob("split-*/result.json"))
+
+
+def _saved_states(run_dir: Path) -> Dict[int, int]:
+    """``{split: newest epoch}`` of the complete epoch states in ``run_dir/checkpoints``."""
+    states: Dict[int, int] = {}
+    for marker in run_dir.glob(f"checkpoints/split-*/epoch-*/{STATE_MARKER}"):
+        split, epoch = int(marker.parent.parent.name.split("-")[1]), int(marker.parent.name.split("-")[1])
+        states[split] = max(states.get(split, 0), epoch)
+    return states
+
+
+def resumable(run_dir: Path) -> bool:
+    """Whether ``--resume`` would reuse anything in ``run_dir``: a finished split or a complete epoch state."""
+    return bool(_finished_splits(run_dir) or _saved_states(run_dir))
+
+
+def kept_summary(run_dir: Path) -> str:
+    """What an interrupted run leaves for ``--resume``, e.g. "split 0 finished; the state of split 1 after epoch 2"."""
+    parts = []
+    finished = _finished_splits(run_dir)
+    if finished:
+        parts.append(f"split{'s' if len(finished) > 1 else ''} {', '.join(map(str, finished))} finished")
+    for split, epoch in sorted(_saved_states(run_dir).items()):
+        if split not in finished:
+            parts.append(f"the state of split {split} after its epoch {epoch} (the last finished one)")
+    return "; ".join(parts)
+
+
+class RunDirGuard:
+    """Remembers what existed of a run directory before this invocation, and removes what it added when the run
+    fails before leaving anything ``--resume`` can use.
+
+    Nothing that existed before is ever deleted: not the directory, not its entries, not the parents of a new one.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.existed = run_dir.is_dir()
+        self.entries = {p.name for p in run_dir.iterdir()} if self.existed else set()
+        self.new_parents = []  # the parents that this invocation will create, outermost first
+        parent = run_dir.parent
+        while not parent.exists():
+            self.new_parents.insert(0, parent)
+            parent = parent.parent
+
+    def clean_up(self) -> bool:
+        """Remove what this invocation added, unless the directory can be resumed; whether anything was removed."""
+        if not self.run_dir.is_dir() or resumable(self.run_dir):
+            return False
+        if self.existed:
+            added = [p for p in self.run_dir.iterdir() if p.name not in self.entries]
+            for path in added:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            return bool(added)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        for parent in reversed(self.new_parents):
+            try:
+                parent.rmdir()  # only if empty: something else may have been put there meanwhile
+            except OSError:
+                break
+        return True
+
+
+def failure_message(run_dir: Path, cleaned: bool) -> str:
+    """The end of the one-line message after an interrupted or failed run: what was kept and how to continue."""
+    kept = kept_summary(run_dir) if run_dir.is_dir() else ""
+    if kept:
+        return f"kept {kept} in {_shown(run_dir)}; continue with: {resume_command(run_dir)}"
+    if cleaned:
+        return f"no epoch had finished, so nothing was kept (removed what this run had written to {_shown(run_dir)})"
+    return "no epoch had finished, so there is nothing to resume"
+
+
+def _is_main_rank() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def main(argv: Optional[Sequence[str]] = None, on_epoch_end: Optional[Callable[[int, int], None]] = None) -> dict:
     """Run the trainer. Returns the results payload (what ``results.json`` holds), or ``{"stopped": True, ...}``.
 
     ``on_epoch_end(split, epoch)`` is called after each epoch's state is saved (tests use it to interrupt a run).
+
+    A finished run of the same recipe in ``output.dir`` is reused: nothing is trained, its ``results.json`` is
+    returned (with ``"reused": True``). Errors the user can fix are raised as :class:`ConfigError`, data errors,
+    :class:`~training.errors.DiskFull` or, for Ctrl-C, :class:`~training.errors.RunInterrupted` (still a
+    ``KeyboardInterrupt``), each with a one-line message; the command line prints that line
+    (:func:`training.errors.run_cli`). A run that fails before anything resumable was written leaves no
+    trace in ``output.dir``.
     """
     args, overrides = parse_args(argv)
     config = resolve_config(args, overrides)
@@ -1068,6 +1402,37 @@ def main(argv: Optional[Sequence[str]] = None, on_epoch_end: Optional[Callable[[
         return {"config": config.to_dict()}
     run_dir = config.run_dir().absolute()
 
+    if not args.resume and not config.output.overwrite:
+        existing = describe_run_dir(config, run_dir)
+        if existing.kind == "finished":
+            payload = json.loads(existing.results.read_text())
+            models = [p for p in sorted(run_dir.glob("split-*/model")) if p.is_dir()]
+            if _is_main_rank():
+                where = f"model in {_shown(models[0])}" if len(models) == 1 else (
+                    f"models in {_shown(run_dir)}/split-*/model" if models else "no model was saved")
+                print(f"{_shown(run_dir)} already holds this finished run; reusing it, nothing is trained ({where}; "
+                      "--output.overwrite true trains again)", flush=True)
+            payload["reused"] = True
+            return payload
+        if existing.kind != "none":
+            refuse_existing_run(run_dir, existing)  # before anything is built or written
+    check_backbone(config.model.backbone)  # a reused run needs no backbone, so only now
+    check_data(config)
+
+    guard = RunDirGuard(run_dir)
+    try:
+        return _train(config, args, run_dir, on_epoch_end)
+    except BaseException as error:  # noqa: B902  (Ctrl-C included: it is reported like the others)
+        cleaned = guard.clean_up() if _is_main_rank() and not isinstance(error, SystemExit) else False
+        if isinstance(error, KeyboardInterrupt):
+            raise RunInterrupted(f"interrupted; {failure_message(run_dir, cleaned)}") from None
+        if is_disk_full(error):
+            raise DiskFull(f"no space left on device while writing the run ({_first_line(error)}); free some space "
+                           f"or choose another --output.dir; {failure_message(run_dir, cleaned)}") from error
+        raise
+
+
+def _train(config: TrainConfig, args, run_dir: Path, on_epoch_end) -> dict:
     mixed_precision = config.optim.mixed_precision
     if mixed_precision == "auto":
         mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
@@ -1085,21 +1450,24 @@ def main(argv: Optional[Sequence[str]] = None, on_epoch_end: Optional[Callable[[
         dataloader_config=DataLoaderConfiguration(split_batches=True),
         kwargs_handlers=[ddp_kwargs],
     )
+    num_workers = resolve_num_workers(config.data.num_workers, accelerator.num_processes,
+                                      on_gpu=accelerator.device.type != "cpu")
     if accelerator.device.type == "cpu":
         threads = config.data.cpu_threads or max(
-            1, ((os.cpu_count() or 1) - config.data.num_workers * accelerator.num_processes) // accelerator.num_processes
+            1, (available_cpus() - num_workers * accelerator.num_processes) // accelerator.num_processes
         )
         torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file is too chatty
     if accelerator.is_main_process:
-        prepare_run_dir(config, run_dir, bool(args.resume))
+        prepare_run_dir(config, run_dir, bool(args.resume))  # config.yaml keeps `auto`, portable to other machines
+    config.data.num_workers = num_workers  # what this machine uses; results.json records it
     accelerator.wait_for_everyone()
     accelerator.init_trackers(run_dir.name, config=flat_config(config))
     accelerator.print(f"run directory: {run_dir}  ({accelerator.num_processes} process(es), "
                       f"device {accelerator.device}, mixed precision {accelerator.mixed_precision}, "
-                      f"{torch.get_num_threads()} compute thread(s), {config.data.num_workers} data worker(s))")
+                      f"{torch.get_num_threads()} compute thread(s), {num_workers} data worker(s))")
 
     run = Run(config, run_dir, accelerator, args)
     run.ddp_kwargs = ddp_kwargs
@@ -1116,7 +1484,7 @@ def main(argv: Optional[Sequence[str]] = None, on_epoch_end: Optional[Callable[[
             results.append(run.train_split(split))
     except StopRun:
         accelerator.print(f"stopped after {run.epochs_this_invocation} epoch(s) as asked; the state is saved in "
-                          f"{run_dir / 'checkpoints'}. Continue with --resume.")
+                          f"{run_dir / 'checkpoints'}. Continue with: {resume_command(run_dir)}")
         accelerator.end_training()
         return {"stopped": True, "run_dir": str(run_dir)}
 
@@ -1143,8 +1511,4 @@ def main(argv: Optional[Sequence[str]] = None, on_epoch_end: Optional[Callable[[
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ConfigError as error:
-        print(f"config error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_cli(main))
