@@ -70,6 +70,8 @@ class Pair:
 
 def degrade(image: Image.Image, kind: str, level: int, seed: int = NOISE_SEED) -> Image.Image:
     """One degraded version of an RGB image, with Pillow or numpy (see the module docstring for the parameters)."""
+    if (kind, level) not in DEGRADATIONS:
+        raise ValueError(f"unknown degradation {kind!r} at level {level}; known: {sorted(DEGRADATIONS)}")
     image = image.convert("RGB")
     parameter = DEGRADATIONS[(kind, level)]
     if kind == "jpeg":
@@ -79,12 +81,11 @@ def degrade(image: Image.Image, kind: str, level: int, seed: int = NOISE_SEED) -
         return Image.open(buffer).convert("RGB")
     if kind == "blur":
         return image.filter(ImageFilter.GaussianBlur(radius=parameter))
-    if kind == "noise":
-        rng = np.random.default_rng(seed)
-        pixels = np.asarray(image, dtype=np.float64)
-        noisy = pixels + rng.normal(0.0, parameter, size=pixels.shape)
-        return Image.fromarray(np.clip(np.rint(noisy), 0, 255).astype(np.uint8))
-    raise ValueError(f"unknown degradation kind {kind!r}; known: {sorted({k for k, _ in DEGRADATIONS})}")
+    # "noise": additive Gaussian noise with a fixed seed
+    rng = np.random.default_rng(seed)
+    pixels = np.asarray(image, dtype=np.float64)
+    noisy = pixels + rng.normal(0.0, parameter, size=pixels.shape)
+    return Image.fromarray(np.clip(np.rint(noisy), 0, 255).astype(np.uint8))
 
 
 def make_pairs(references: Mapping[str, Image.Image]) -> List[Pair]:
