@@ -177,3 +177,48 @@ def test_curve_plot_writes_a_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no epochs"):
         training_curve_plot([], tmp_path / "empty.png")
+
+
+def test_the_curve_changes_no_training_and_survives_a_resume(tmp_path, iqa_csv):
+    from accelerate.state import AcceleratorState, GradientState
+
+    from tests.test_training import read_predictions
+    from training.train import main
+
+    def reset():
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+
+    def config(name, plots):
+        (tmp_path / name).mkdir()
+        return str(write_config(tmp_path / name, iqa_csv, optim={"epochs": 2, "batch_size": 4},
+                                output={"plots": plots, "save_model": False}))
+
+    main(["--config", config("with", True)])
+    reset()
+    main(["--config", config("without", False)])
+    reset()
+    interrupted = config("resumed", True)
+
+    class Crash(Exception):
+        pass
+
+    def crash(split, epoch):
+        if epoch == 1:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        main(["--config", interrupted], on_epoch_end=crash)
+    reset()
+    main(["--config", interrupted, "--resume"])
+
+    runs = {name: tmp_path / name / "run-glia" / "split-0" for name in ("with", "without", "resumed")}
+    predictions = {name: [float(r["prediction"]) for r in read_predictions(folder / "predictions.csv")]
+                   for name, folder in runs.items()}
+    assert predictions["with"] == pytest.approx(predictions["without"], abs=1e-6)  # RNG left as it was
+    assert predictions["resumed"] == pytest.approx(predictions["with"], abs=1e-6)
+    curves = {name: json.loads((runs[name] / "result.json").read_text()).get("curve") for name in runs}
+    assert curves["without"] is None and not (runs["without"] / "curve.png").exists()
+    assert [p["epoch"] for p in curves["resumed"]] == [1, 2]
+    assert [p["srcc"] for p in curves["resumed"]] == pytest.approx([p["srcc"] for p in curves["with"]], abs=1e-6)
+    assert (runs["resumed"] / "curve.png").is_file()
