@@ -574,9 +574,11 @@ class Run:
         return float("nan")
 
     def curve_point(self, model, test_loader, expected: int, split: int, epoch: int, loss: float) -> None:
-        """One point of the training curve: the epoch's mean loss and the test SRCC from one centred-seed view per
-        image (cheap: a fraction of a training epoch). The random number generators are left as they were, so a run
-        with the curve trains exactly like one without, and a resumed run like an uninterrupted one."""
+        """One point of the training curve (written when ``output.plots`` is true): the epoch's mean loss and the test
+        SRCC from one fragment draw per image under ``eval.seed`` (cheap: a fraction of a training epoch; the final
+        test averages ``eval.num_views`` draws). No model is selected on it. The random number generators are left as
+        they were, so a run with the curve trains exactly like one without, and a resumed run like an uninterrupted
+        one."""
         import random
 
         collator = getattr(test_loader, "collate_fn", None)
