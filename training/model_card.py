@@ -68,7 +68,7 @@ def model_config(directory) -> "object":
 def _blocks_text(layers: Sequence[int], num_blocks: int) -> str:
     if list(layers) == list(range(num_blocks)):
         return f"all {num_blocks} blocks"
-    return f"the {num_blocks} blocks, only blocks {', '.join(str(i) for i in layers)} (counted from 0)"
+    return f"only blocks {', '.join(str(i) for i in layers)} of the {num_blocks}, counted from 0"
 
 
 def config_dimensions(config) -> Dict[str, object]:
