@@ -1,4 +1,4 @@
-"""Scatter plot of predicted quality against MOS for one evaluated run.
+"""Plots of one run: predicted quality against MOS (scatter), and the training curve (loss and test SRCC per epoch).
 
 Drawn with matplotlib's Agg canvas on a private ``Figure`` (no ``pyplot``), so it works without a
 display, does not change the caller's matplotlib backend, and leaves no global figure state.
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["scatter_plot"]
+__all__ = ["scatter_plot", "training_curve_plot"]
 
 
 def _metric_text(metrics):
@@ -80,3 +80,44 @@ def _metrics_for_plot(x, y):
     if x.size < 2:
         return {}
     return compute_iqa_metrics(x, y, names=("srcc", "plcc"), allow_degenerate=True)
+
+
+def training_curve_plot(curve, path, title=None, dpi=100, size=(8.0, 3.5)):
+    """Write a PNG of the training curve and return its path: the mean training loss per epoch (left) and the test
+    SRCC per epoch (right).
+
+    Args:
+        curve: one mapping per epoch with ``epoch``, ``loss`` and ``srcc`` (as the trainer keeps them; the SRCC
+            is measured with one fragment view per test image, so it is a cheaper, noisier number than the final
+            test's). NaN values are left out of their line.
+        path: where to write the PNG; parent folders are created.
+        title: optional title above both panels.
+
+    Raises ``ValueError`` for an empty curve.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not curve:
+        raise ValueError("nothing to plot: the curve has no epochs")
+    epochs = np.array([float(point["epoch"]) for point in curve])
+    fig = Figure(figsize=size, dpi=dpi)
+    FigureCanvasAgg(fig)
+    for position, (key, label) in enumerate((("loss", "Training loss (epoch mean)"),
+                                             ("srcc", "Test SRCC (1 view)")), start=1):
+        ax = fig.add_subplot(1, 2, position)
+        values = np.array([np.nan if point.get(key) is None else float(point[key]) for point in curve])
+        keep = np.isfinite(values)
+        ax.plot(epochs[keep], values[keep], marker="o", color="tab:blue" if key == "loss" else "tab:green")
+        ax.set_xlabel("Epoch")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        if epochs.size:
+            ax.set_xticks(epochs)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path

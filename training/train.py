@@ -63,7 +63,7 @@ from transformers import ViTConfig, get_constant_schedule_with_warmup, get_cosin
 
 import glia_hf  # noqa: F401  (registers the GLIA classes with the Auto classes and for remote code)
 from eval.metrics import RESULT_KEYS, compute_iqa_metrics
-from eval.plots import scatter_plot
+from eval.plots import scatter_plot, training_curve_plot
 from eval.reporting import (FIT_NOTE, RESULTS_SCHEMA_VERSION, Table, describe_train_fraction, make_caption,
                             metric_label, summarize_splits, to_markdown, write_table)
 from glia_hf import GLIAImageProcessor
@@ -75,13 +75,10 @@ from training.config import (
     load_config, resolve_num_workers,
 )
 from training.errors import DiskFull, RunInterrupted, is_disk_full, run_cli
-from training.model_card import fill_model_card, load_template
 
 
 logger = logging.getLogger("glia_hf.training")
 
-#: The result keys of every evaluation (PLCC and RMSE after the logistic fit, raw ones beside them).
-METRICS = RESULT_KEYS
 STATE_MARKER = "STATE_COMPLETE"
 # Fields that may differ between an interrupted run and its --resume without changing what is computed.
 RUN_CONTROL_FIELDS = {("data", "num_workers"), ("data", "cpu_threads"), ("data", "splits"), ("output", "dir"),
@@ -513,14 +510,17 @@ class Progress:
     epoch: int = 0
     step: int = 0
     seconds: float = 0.0
+    curve: list = None  # one {"epoch", "loss", "srcc"} per finished epoch (the training curve)
 
     def state_dict(self) -> dict:
-        return {"split": self.split, "epoch": self.epoch, "step": self.step, "seconds": self.seconds}
+        return {"split": self.split, "epoch": self.epoch, "step": self.step, "seconds": self.seconds,
+                "curve": list(self.curve or [])}
 
     def load_state_dict(self, state: dict) -> None:
         self.split, self.epoch, self.step, self.seconds = (
             int(state["split"]), int(state["epoch"]), int(state["step"]), float(state["seconds"])
         )
+        self.curve = list(state.get("curve", []))
 
 
 class StopRun(Exception):
@@ -665,6 +665,7 @@ class Run:
         )
 
         self.progress.split, self.progress.epoch, self.progress.step, self.progress.seconds = split, 0, 0, 0.0
+        self.progress.curve = []
         state = self.latest_state(split) if self.args.resume else None
         if state is not None:
             accelerator.load_state(str(state))
@@ -678,7 +679,9 @@ class Run:
                 self.epochs_this_invocation >= self.args.max_epochs_this_invocation
             ):
                 raise StopRun()
-            self.train_epoch(model, optimizer, scheduler, train_loader, trainable, split, epoch)
+            loss = self.train_epoch(model, optimizer, scheduler, train_loader, trainable, split, epoch)
+            if config.output.plots:
+                self.curve_point(model, test_loader, len(test_rows), split, epoch + 1, loss)
             self.epochs_this_invocation += 1
             self.progress.epoch = epoch + 1
             self.progress.seconds = previous_seconds + time.perf_counter() - started
@@ -692,6 +695,11 @@ class Run:
         result = self.finish_split(split, model, processor, test_rows, predictions, train_rows,
                                    num_trainable, num_total)
         result["calibration"] = calibration
+        if self.progress.curve:
+            result["curve"] = list(self.progress.curve)
+            if accelerator.is_main_process:
+                training_curve_plot(self.progress.curve, self.split_dir(split) / "curve.png",
+                                    title=f"{method_label(config)} on {config.data.dataset}, split {split}")
         if self.cross is not None:
             cross_loader = accelerator.prepare(self.eval_loader(self.cross, processor))
             cross_predictions = self.predict(model, cross_loader, len(self.cross), f"split {split}: {self.cross_name}")
@@ -710,7 +718,8 @@ class Run:
         accelerator.free_memory()  # drop this split's model/optimizer/loaders from the accelerator before the next
         return result
 
-    def train_epoch(self, model, optimizer, scheduler, loader, trainable, split: int, epoch: int) -> None:
+    def train_epoch(self, model, optimizer, scheduler, loader, trainable, split: int, epoch: int) -> float:
+        """One pass over the training loader; returns the epoch's mean training loss (NaN for no step)."""
         config, accelerator = self.config, self.accelerator
         model.train()
         loader.set_epoch(epoch)
@@ -743,6 +752,33 @@ class Run:
             accelerator.log({f"split-{split}/train/epoch_loss": mean_loss, f"split-{split}/epoch": epoch + 1},
                             step=self.progress.step)
             accelerator.print(f"split {split} epoch {epoch + 1}/{config.optim.epochs}: mean loss {mean_loss:.4f}")
+            return mean_loss
+        return float("nan")
+
+    def curve_point(self, model, test_loader, expected: int, split: int, epoch: int, loss: float) -> None:
+        """One point of the training curve (written when ``output.plots`` is true): the epoch's mean loss and the test
+        SRCC from one fragment draw per image under ``eval.seed`` (cheap: a fraction of a training epoch; the final
+        test averages ``eval.num_views`` draws). No model is selected on it. The random number generators are left as
+        they were, so a run with the curve trains exactly like one without, and a resumed run like an uninterrupted
+        one."""
+        import random
+
+        collator = getattr(test_loader, "collate_fn", None)
+        views = getattr(collator, "num_views", None)
+        states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+        try:
+            if views is not None:
+                collator.num_views = 1
+            scores = self.predict(model, test_loader, expected, f"split {split}: epoch {epoch} test")
+        finally:
+            if views is not None:
+                collator.num_views = views
+            random.setstate(states[0]), np.random.set_state(states[1]), torch.set_rng_state(states[2])
+        references = np.asarray(self.dataset.select(self.rows(split, "test"))["mos"], dtype=np.float64)
+        srcc = float(compute_iqa_metrics(scores, references, names=("srcc",), allow_degenerate=True)["srcc"])
+        self.progress.curve = list(self.progress.curve or []) + [{"epoch": epoch, "loss": loss, "srcc": srcc}]
+        self.accelerator.log({f"split-{split}/curve/test_srcc_1view": srcc}, step=self.progress.step)
+        self.accelerator.print(f"split {split} epoch {epoch}: test SRCC {srcc:.4f} (1 view, for the curve)")
 
     def save_state(self, split: int, epoch: int) -> None:
         """Save model, optimiser, scheduler, RNG and progress; mark it complete; keep the newest few."""
@@ -892,8 +928,25 @@ def _write_json(path: Path, value) -> None:
     os.replace(temporary, path)
 
 
-def summary_of(results: List[dict], metrics=METRICS) -> Dict[str, dict]:
-    return {metric: summary.as_dict() for metric, summary in summarize_splits(results, list(metrics)).items()}
+#: The metrics shown in results.md and the model card, in this order, when every split has them (``plcc`` and
+#: ``rmse`` after the logistic fit, the raw ones beside them: :data:`eval.metrics.RESULT_KEYS`).
+REPORTED_METRICS = RESULT_KEYS
+
+
+def reported_metrics(results: List[dict]) -> List[str]:
+    """The keys of :data:`REPORTED_METRICS` that every result has (a value of ``None`` is a NaN saved as JSON)."""
+    return [m for m in REPORTED_METRICS if results and all(m in r for r in results)]
+
+
+def _as_number(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def summary_of(results: List[dict], metrics: Optional[Sequence[str]] = None) -> Dict[str, dict]:
+    """``{metric: {median, mean, std, count}}`` over the splits (std is ``None`` in JSON for one split)."""
+    metrics = reported_metrics(results) if metrics is None else list(metrics)
+    numeric = [{**r, **{m: _as_number(r.get(m)) for m in metrics}} for r in results]
+    return {metric: summary.as_dict() for metric, summary in summarize_splits(numeric, metrics).items()}
 
 
 def _train_fraction_text(config: TrainConfig) -> str:
@@ -902,21 +955,28 @@ def _train_fraction_text(config: TrainConfig) -> str:
 
 
 def results_table(config: TrainConfig, results: List[dict], wall_time: float) -> Table:
-    """One row (this run's method): trainable parameters, median (mean ± std) SRCC, PLCC, KRCC, RMSE, wall time."""
-    metrics = list(METRICS)
-    summary = summarize_splits(results, metrics)
+    """One row (this run's method): trainable parameters, median (mean ± std) of each reported metric, wall time.
+
+    The spread (mean ± std) is announced and shown only when there are at least two splits; a single split's
+    caption says so instead of promising a spread it cannot have."""
+    from eval.reporting import ParamCount
+
+    metrics = reported_metrics(results)
+    numeric = [{**r, **{m: _as_number(r.get(m)) for m in metrics}} for r in results]
+    summary = summarize_splits(numeric, metrics)
+    counts = sorted({s.count for s in summary.values()})
+    spread = max(counts, default=0) > 1
     caption = make_caption(
         f"{config.data.dataset}"
         + (f", {_train_fraction_text(config)}" if config.data.train_fraction else "")
         + f", test part of each split; images at {resolution_of(config)}, {config.data.train_views} training "
         f"view(s) per image per epoch.",
-        backbone_description(config.model.backbone), sorted({s.count for s in summary.values()}), metrics,
-        label=result_label(config),
+        backbone_description(config.model.backbone), counts, metrics, label=result_label(config), spread=spread,
+        note=None if spread else "One split, so no mean ± std over splits.",
     )
-    from eval.reporting import METRIC_LABELS, ParamCount
-
     table = Table(title=f"{method_label(config)} on {config.data.dataset}", caption=caption, row_headers=["Method"],
-                  columns=["Trainable params"] + [METRIC_LABELS[m] for m in metrics] + ["Wall time (s)"])
+                  columns=["Trainable params"] + [metric_label(m) for m in metrics]
+                  + ["Wall time (s)"], spread=spread)
     table.add_row([method_label(config)],
                   [ParamCount(results[0]["trainable_parameters"])] + [summary[m] for m in metrics]
                   + [f"{wall_time:.0f}"])
@@ -924,10 +984,12 @@ def results_table(config: TrainConfig, results: List[dict], wall_time: float) ->
 
 
 def per_split_markdown(results: List[dict]) -> str:
-    lines = ["| Split | Train | Test | " + " | ".join(metric_label(m) for m in METRICS) + " |",
-             "|---:|---:|---:|" + "---:|" * len(METRICS)]
+    """One markdown row per split: its train/test sizes and every reported metric."""
+    metrics = reported_metrics(results)
+    lines = ["| Split | Train | Test | " + " | ".join(metric_label(m) for m in metrics) + " |",
+             "|---:|---:|---:|" + "---:|" * len(metrics)]
     for r in results:
-        cells = [f"{r[m]:.4f}" if r.get(m) is not None and math.isfinite(r[m]) else "nan" for m in METRICS]
+        cells = [_num(r.get(m)) for m in metrics]
         lines.append(f"| {r['split']} | {r['num_train']} | {r['num_test']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -967,8 +1029,8 @@ def write_results(run: Run, results: List[dict], wall_time: float) -> dict:
     text = to_markdown(table) + "\nPer split:\n\n" + per_split_markdown(results) + "\n"
     if cross:
         summary = payload["cross_dataset"]["summary"]
-        text += (f"\nCross-data-set test on the whole of {name}: median SRCC {summary['srcc']['median']:.4f}, "
-                 f"PLCC {summary['plcc']['median']:.4f} over {summary['srcc']['count']} split model(s).\n")
+        text += (f"\nCross-data-set test on the whole of {name}: median SRCC {_num(summary['srcc']['median'])}, "
+                 f"PLCC {_num(summary['plcc']['median'])} over {summary['srcc']['count']} split model(s).\n")
     (run.run_dir / "results.md").write_text(text, encoding="utf-8")
     return payload
 
@@ -988,7 +1050,21 @@ def _versions() -> dict:
     return versions
 
 
+def whole_run_markdown(summary: Dict[str, dict], metrics: Sequence[str]) -> str:
+    """The whole run's summary for the card: median, mean and std per metric for several splits; for one split a
+    sentence (a std over one split does not exist)."""
+    count = summary[metrics[0]]["count"] if metrics else 0
+    if count < 2:
+        return "The run has one split, so there is no spread over splits to show."
+    return (f"The whole run ({count} splits, one model per split):\n\n| Metric | Median | Mean | Std |\n|---|---:|---:|---:|\n"
+            + "\n".join(f"| {metric_label(m)} | {_num(summary[m]['median'])} | "
+                        f"{_num(summary[m]['mean'])} | {_num(summary[m]['std'])} |" for m in metrics))
+
+
 def card_values(run: Run, payload: dict, split_result: dict, model_id: str) -> Dict[str, str]:
+    """The text values of the model card of one split's model (the template's names; see ``model_card.md``)."""
+    from training.model_card import DATASET_NAMES
+
     config = run.config
     scale = run.scale
     label = result_label(config)
@@ -1002,17 +1078,11 @@ def card_values(run: Run, payload: dict, split_result: dict, model_id: str) -> D
         + (f"; {_train_fraction_text(config)}" if config.data.train_fraction else "")
         + f"), tested on its test part ({split_result['num_test']} images)"
     )
-    summary = payload["summary"]
-    count = summary["srcc"]["count"]
+    metrics = reported_metrics(payload["splits"])
     table = (
-        f"This model (split {split_result['split']}): SRCC {split_result['srcc']:.4f}, PLCC {split_result['plcc']:.4f}"
-        f", KRCC {split_result['krcc']:.4f}, RMSE {split_result['rmse']:.4f} on {split_result['num_test']} test images."
-        f"\n\nThe whole run ({count} split{'s' if count != 1 else ''}, one model per split; median, mean ± std):\n\n"
-        + "| Metric | Median | Mean | Std |\n|---|---:|---:|---:|\n"
-        + "\n".join(
-            f"| {metric_label(m)} | {_num(summary[m]['median'])} | {_num(summary[m]['mean'])} | {_num(summary[m]['std'])} |"
-            for m in METRICS
-        )
+        f"This model (split {split_result['split']}) on {split_result['num_test']} test images: "
+        + ", ".join(f"{metric_label(m)} {_num(split_result.get(m))}" for m in metrics) + "."
+        + "\n\n" + whole_run_markdown(payload["summary"], metrics)
         + "\n\n" + FIT_NOTE
         + "\n\nPer split:\n\n" + per_split_markdown(payload["splits"])
     )
@@ -1024,10 +1094,9 @@ def card_values(run: Run, payload: dict, split_result: dict, model_id: str) -> D
                else "")
             + ("The labels are pseudo-MOS computed by a full-reference metric (SSIM) on synthetically distorted "
                "photographs of the GLIA-HF built-in set, not human opinions. " if "pseudo-MOS" in label else "")
-            + "They show that the pipeline runs; they say nothing about agreement with human quality judgements."
+            + "They show that the pipeline runs; they say nothing about agreement with human quality judgements, "
+              "and they are kept out of the card's `model-index` metadata."
         )
-    if config.model.method in ("adapter", "vpt"):
-        notes.append(method_checkpoint_notice(config.model.method))
     if config.model.method == "lora":
         notes.append("The LoRA updates were merged into the ViT's weights for export (`merge_for_export`); the "
                      "directory loads like any GLIANet checkpoint.")
@@ -1052,13 +1121,14 @@ def card_values(run: Run, payload: dict, split_result: dict, model_id: str) -> D
     method_names = {"glia": "GLIANet (GLIA blocks, frozen ViT)", "linear_probe": "linear probe (frozen ViT)",
                     "full_finetune": "full fine-tuning", "lora": "LoRA (peft), merged for export",
                     "adapter": "bottleneck adapters", "vpt": "deep visual prompt tuning"}
-    dataset_text = f"{config.data.dataset} ({scale.description})"
+    dataset = canonical_name(config.data.dataset)
     return {
-        "title": f"{method_names[config.model.method]} trained on {config.data.dataset}"
+        "title": f"{method_names[config.model.method]} trained on {DATASET_NAMES.get(dataset, config.data.dataset)}"
                  + (f" ({label})" if label else ""),
+        "notice": method_checkpoint_notice(config.model.method) if config.model.method in ("adapter", "vpt") else "",
         "method": f"`{method_label(config)}`: {method_names[config.model.method]}",
         "backbone": backbone_description(config.model.backbone),
-        "dataset": dataset_text,
+        "dataset": f"{config.data.dataset} ({scale.description})",
         "score_name": scale.description,
         "score_min": f"{scale.min:g}",
         "score_max": f"{scale.max:g}",
@@ -1085,16 +1155,24 @@ def _num(value) -> str:
 
 
 def write_model_cards(run: Run, payload: dict) -> None:
-    template = load_template()
+    """Write ``README.md`` (the model card) into every split's saved model directory.
+
+    Each card carries Hub metadata (:func:`training.model_card.card_data`); its ``model-index`` holds the split
+    model's own test metrics only when no result label applies (human-rated data, pre-trained backbone)."""
+    from training.model_card import card_data, model_config, render_model_card
+
+    config = run.config
     for result in payload["splits"]:
         directory = run.split_dir(result["split"]) / "model"
         if not directory.is_dir():
             continue
-        model_id = run.config.hub.hub_model_id or str(directory)
+        model_id = config.hub.hub_model_id or str(directory)
         values = card_values(run, payload, result, model_id)
-        notice = method_checkpoint_notice(run.config.model.method) if run.config.model.method in ("adapter", "vpt") \
-            else None
-        (directory / "README.md").write_text(fill_model_card(template, values, notice), encoding="utf-8")
+        data = card_data(model_name=config.hub.hub_model_id or f"{run.run_dir.name}-split-{result['split']}",
+                         dataset=canonical_name(config.data.dataset), backbone=config.model.backbone,
+                         metrics=result, benchmark=result_label(config) is None, split=result["split"])
+        card = render_model_card(data, values, model_config(directory))
+        card.save(directory / "README.md")
 
 
 def push_to_hub(run: Run, split: int) -> str:
