@@ -64,11 +64,21 @@ def _as_images(images) -> list:
     return [load_image(image) if isinstance(image, (str, os.PathLike)) else image for image in images]
 
 
-def _cls_map(attention: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """`(N, heads, L, L)` attention -> `(N, gh, gw)` CLS-to-patch attention, mean over heads."""
-    patches = attention[:, :, 0, 1:].mean(dim=1)
+def _cls_map(attention: torch.Tensor, grid: tuple[int, int], leading_tokens: int = 1) -> torch.Tensor:
+    """`(N, heads, L, L)` attention -> `(N, gh, gw)` CLS-to-patch attention, mean over heads.
+
+    The patch tokens follow `leading_tokens` special tokens (CLS; DeiT's distillation token; DINOv2's registers),
+    token 0 being the CLS token. A backbone without any (SigLIP) has no CLS token: the map is then the attention each
+    patch receives, averaged over all query tokens.
+    """
+    if leading_tokens > 0:
+        patches = attention[:, :, 0, leading_tokens:].mean(dim=1)
+    else:
+        patches = attention.mean(dim=(1, 2))
     if patches.shape[-1] != grid[0] * grid[1]:
-        raise ValueError(f"expected {grid[0] * grid[1]} patch tokens after the CLS token, got {patches.shape[-1]}.")
+        raise ValueError(
+            f"expected {grid[0] * grid[1]} patch tokens after {leading_tokens} special token(s), got {patches.shape[-1]}."
+        )
     return patches.reshape(-1, *grid)
 
 
@@ -117,8 +127,8 @@ def compute_attention_maps(model, images, processor=None) -> AttentionMaps:
     views = (main_input * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     return AttentionMaps(
         views=views,
-        glia=_cls_map(outputs.attentions[-1].float().cpu(), grid).numpy(),
-        vit=_cls_map(plain.attentions[-1].float().cpu(), grid).numpy(),
+        glia=_cls_map(outputs.attentions[-1].float().cpu(), grid, model.glia.num_leading_tokens).numpy(),
+        vit=_cls_map(plain.attentions[-1].float().cpu(), grid, model.glia.num_leading_tokens).numpy(),
         scores=outputs.score.float().cpu().numpy(),
         view_name="tiled fragments" if config.main_stream == "detail" else "resized image",
     )

@@ -1,6 +1,8 @@
 """Configuration of GLIANet, the Global-Local Interaction Adapter model for blind image quality assessment."""
 
-from transformers import PreTrainedConfig, ViTConfig
+from transformers import AutoConfig, PreTrainedConfig, ViTConfig
+
+from .backbones import backbone_config_from, backbone_spec, default_fragments
 
 
 STREAMS = ("semantic", "detail")
@@ -21,20 +23,30 @@ class GLIAConfig(PreTrainedConfig):
     - the *detail* stream: a `grid_size` grid of `fragment_size` full-resolution fragments tiled into one image
       (`fragment_values`).
 
-    One stream is the *main* stream (it runs through the adapted ViT blocks and its CLS token is scored), the other is
-    the *guidance* stream (its final tokens, projected to `latent_dim`, are the prior that the GLIA blocks attend to).
+    One stream is the *main* stream (it runs through the adapted backbone blocks and its readout token is scored: the
+    CLS token for most families, see `backbones.py`), the other is the *guidance* stream (its final tokens, projected
+    to `latent_dim`, are the prior that the GLIA blocks attend to).
     The paper's design is guidance = semantic, main = detail; the other combinations are the ablations of its Table 5.
 
     Args:
-        backbone_config (`ViTConfig` or `dict`, *optional*):
-            Configuration of the ViT backbone. Defaults to ViT-B/16 at 224 px.
+        backbone_config (`PreTrainedConfig` or `dict`, *optional*):
+            Configuration of the backbone: a `ViTConfig`, `DeiTConfig`, `Dinov2Config`, `Dinov2WithRegistersConfig`,
+            `CLIPVisionConfig` or `SiglipVisionConfig` (a `CLIPConfig` / `SiglipConfig` stands for its vision tower),
+            or a dict of its fields whose `model_type` picks the family (no `model_type`: ViT, as in `config.json`
+            files written before other families existed). Defaults to ViT-B/16 at 224 px. Where each family keeps its
+            embeddings, blocks, norms and readout token is described in `backbones.py`.
         image_size (`int`, *optional*):
-            Side of the resized whole image of the semantic stream. Defaults to the backbone's `image_size`.
-        grid_size (`tuple[int, int]`, *optional*, defaults to `(7, 7)`):
-            Number of grid cells `(nh, nw)` of the fragment sampler.
-        fragment_size (`tuple[int, int]`, *optional*, defaults to `(32, 32)`):
-            Size `(fh, fw)` of each fragment in pixels. `grid_size * fragment_size` must equal the backbone's input
-            size and each fragment must hold a whole number of ViT patches.
+            Side of the input of both streams (the resized whole image; the tiled fragments). Defaults to the
+            family's usual input size: the backbone's `image_size`, but 224 for DINOv2 (whose configs state 518).
+            Where it differs from the backbone's `image_size`, the position embeddings are interpolated.
+        grid_size (`tuple[int, int]`, *optional*):
+            Number of grid cells `(nh, nw)` of the fragment sampler. Defaults to the grid of `fragment_size` cells
+            that tiles `image_size`.
+        fragment_size (`tuple[int, int]`, *optional*):
+            Size `(fh, fw)` of each fragment in pixels. `grid_size * fragment_size` must equal `image_size` and each
+            fragment must hold a whole number of patches. Defaults to the multiple of the patch size nearest to 32
+            that tiles `image_size`: 7 x 7 fragments of 32 px for 16-px patches at 224, 8 x 8 of 28 px for DINOv2's
+            14-px patches at 224.
         latent_dim (`int`, *optional*, defaults to 64):
             Width of the latent space in which the GLIA blocks fuse the two streams.
         adapter_down_hidden_size (`int`, *optional*):
@@ -59,7 +71,7 @@ class GLIAConfig(PreTrainedConfig):
         guidance_stream (`str`, *optional*, defaults to `"semantic"`):
             Stream whose projected tokens form the prior: `"semantic"` or `"detail"`.
         freeze_backbone (`bool`, *optional*, defaults to `True`):
-            Keep the ViT frozen. GLIANet always does; the full fine-tuning baseline does not.
+            Keep the backbone frozen. GLIANet always does; the full fine-tuning baseline does not.
         head_dropout (`float`, *optional*, defaults to 0.1):
             Dropout in front of the linear regression head.
         loss (`str`, *optional*, defaults to `"plcc"`):
@@ -73,17 +85,20 @@ class GLIAConfig(PreTrainedConfig):
             What the score is, e.g. `"KonIQ-10k MOS (1-5)"`.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the truncated normal used to initialise the new weights.
+        image_mean (`list[float]`, *optional*), image_std (`list[float]`, *optional*):
+            The backbone's input normalisation, when known (`from_backbone` records it); an image processor built
+            with `GLIAImageProcessor.from_config` uses it unless given another.
     """
 
     model_type = "glia"
-    sub_configs = {"backbone_config": ViTConfig}
+    sub_configs = {"backbone_config": AutoConfig}
 
     def __init__(
         self,
-        backbone_config: ViTConfig | dict | None = None,
+        backbone_config: PreTrainedConfig | dict | None = None,
         image_size: int | None = None,
-        grid_size: tuple[int, int] | list[int] = (7, 7),
-        fragment_size: tuple[int, int] | list[int] = (32, 32),
+        grid_size: tuple[int, int] | list[int] | None = None,
+        fragment_size: tuple[int, int] | list[int] | None = None,
         latent_dim: int = 64,
         adapter_down_hidden_size: int | None = None,
         adapter_up_hidden_size: int | None = None,
@@ -102,14 +117,20 @@ class GLIAConfig(PreTrainedConfig):
         score_max: float = 1.0,
         score_name: str = "normalised score",
         initializer_range: float = 0.02,
+        image_mean: list[float] | None = None,
+        image_std: list[float] | None = None,
         **kwargs,
     ):
-        if backbone_config is None:
-            backbone_config = ViTConfig()
-        elif isinstance(backbone_config, dict):
-            backbone_config = ViTConfig(**{k: v for k, v in backbone_config.items() if k != "model_type"})
+        backbone_config = backbone_config_from(backbone_config if backbone_config is not None else ViTConfig())
         self.backbone_config = backbone_config
-        self.image_size = image_size if image_size is not None else _as_pair(backbone_config.image_size)[0]
+        spec = backbone_spec(backbone_config)
+        self.image_size = int(image_size) if image_size is not None else spec.default_image_size(backbone_config)
+        if grid_size is None or fragment_size is None:
+            grid, fragment = default_fragments(self.image_size, _as_pair(backbone_config.patch_size)[0])
+            if fragment_size is None:
+                fragment_size = (fragment, fragment) if grid_size is None else _fit(self.image_size, grid_size)
+            if grid_size is None:
+                grid_size = _fit(self.image_size, fragment_size)
         self.grid_size = list(_as_pair(grid_size))
         self.fragment_size = list(_as_pair(fragment_size))
         self.latent_dim = latent_dim
@@ -131,6 +152,8 @@ class GLIAConfig(PreTrainedConfig):
         self.score_max = float(score_max)
         self.score_name = score_name
         self.initializer_range = initializer_range
+        self.image_mean = list(image_mean) if image_mean is not None else None
+        self.image_std = list(image_std) if image_std is not None else None
         super().__init__(**kwargs)
         self.validate_glia()
 
@@ -141,23 +164,21 @@ class GLIAConfig(PreTrainedConfig):
 
     def validate_glia(self) -> None:
         """Raise a `ValueError` naming the first inconsistent setting."""
-        backbone_size = _as_pair(self.backbone_config.image_size)
+        input_size = (self.image_size, self.image_size)
         patch = _as_pair(self.backbone_config.patch_size)
         if any(n < 1 for n in self.grid_size) or any(f < 1 for f in self.fragment_size):
             raise ValueError(f"grid_size {self.grid_size} and fragment_size {self.fragment_size} must be positive.")
-        if self.fragment_image_size != backbone_size:
+        if self.fragment_image_size != input_size:
             raise ValueError(
                 f"The fragments do not fit the backbone: grid_size {tuple(self.grid_size)} x fragment_size "
                 f"{tuple(self.fragment_size)} tiles a {self.fragment_image_size} image, but the backbone takes "
-                f"{backbone_size} inputs."
+                f"{input_size} inputs (image_size {self.image_size})."
             )
         if self.fragment_size[0] % patch[0] or self.fragment_size[1] % patch[1]:
             raise ValueError(
                 f"fragment_size {tuple(self.fragment_size)} must be a multiple of the backbone's patch size {patch}, "
-                "so that no ViT patch straddles two fragments."
+                "so that no patch straddles two fragments."
             )
-        if (self.image_size, self.image_size) != backbone_size:
-            raise ValueError(f"image_size {self.image_size} must equal the backbone's input size {backbone_size}.")
         if self.latent_dim % self.cross_attention_heads:
             raise ValueError(
                 f"latent_dim ({self.latent_dim}) must be divisible by cross_attention_heads "
@@ -177,6 +198,12 @@ class GLIAConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
         if not self.score_max > self.score_min:
             raise ValueError(f"score_max ({self.score_max}) must be greater than score_min ({self.score_min}).")
+
+
+def _fit(image_size: int, size) -> tuple[int, int]:
+    """The other factor of `image_size` given a grid or a fragment size (validation reports a remainder)."""
+    first, second = _as_pair(size)
+    return (max(1, image_size // first), max(1, image_size // second))
 
 
 def _as_pair(value) -> tuple[int, int]:

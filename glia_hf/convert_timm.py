@@ -230,7 +230,7 @@ def _timm_key(key: str) -> str:
 
 def fold_key_names(keys) -> str:
     """Weight names with block indices folded (`layers.*.mlp.fc1.weight`), so that a long list stays readable."""
-    folded = sorted(set(re.sub(r"(blocks|layers)\.\d+\.", r"\1.*.", key) for key in keys))
+    folded = sorted(set(re.sub(r"(blocks|layers|layer)\.\d+\.", r"\1.*.", key) for key in keys))
     return ", ".join(folded)
 
 

@@ -214,13 +214,14 @@ class GLIAImageProcessor(BaseImageProcessor):
     def from_config(
         cls, config, image_mean=None, image_std=None, resize_short_side=None, resize_resample="bicubic"
     ) -> "GLIAImageProcessor":
-        """The processor that matches a [`GLIAConfig`]'s global size, grid and fragments."""
+        """The processor that matches a [`GLIAConfig`]'s global size, grid and fragments (and its backbone's
+        normalisation, `config.image_mean` / `config.image_std`, unless given here)."""
         return cls(
             image_size=config.image_size,
             grid_size=config.grid_size,
             fragment_size=config.fragment_size,
-            image_mean=image_mean,
-            image_std=image_std,
+            image_mean=image_mean if image_mean is not None else getattr(config, "image_mean", None),
+            image_std=image_std if image_std is not None else getattr(config, "image_std", None),
             resize_short_side=resize_short_side,
             resize_resample=resize_resample,
         )

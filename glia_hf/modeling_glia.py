@@ -1,5 +1,9 @@
 """GLIANet: a frozen ViT seen through a semantic and a detail stream, fused by Global-Local Interaction Adapters.
 
+The backbone may be any ViT-family model (ViT, DeiT, DINOv2 with or without registers, CLIP's or SigLIP's vision
+tower); where each keeps its embeddings, blocks, norms and readout token is described once per family in
+`backbones.py`, and the code below reads only those descriptions.
+
 The equations implemented here, per GLIA block placed in front of frozen ViT block `l` (`x`: main-stream tokens,
 `p`: the latent prior, initially `p = proj(LN(ViT(guidance image)))`):
 
@@ -9,7 +13,8 @@ The equations implemented here, per GLIA block placed in front of frozen ViT blo
     p = p + lambda_s * MHCA(query=p, key/value=z)      # Global-Local Refine (paper Eq. 4), `use_glr`
     x = ViTBlock_l(x)                                  # frozen
 
-The score is `head(dropout(LN(x)[:, 0]))` mapped from [0, 1] to the data set's score range.
+The score is `head(dropout(readout(LN(x))))` mapped from [0, 1] to the data set's score range, `readout` the CLS
+token (SigLIP, which has none: its attention-pooling head), `LN` the backbone's final norm.
 """
 
 import contextlib
@@ -20,12 +25,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel, ViTConfig, ViTModel
+from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.utils import ModelOutput
 
+from .backbones import FAMILIES, backbone_config_from, backbone_spec
 from .configuration_glia import LOSSES, GLIAConfig
 
 
@@ -38,8 +44,9 @@ class GLIAModelOutput(ModelOutput):
     """Output of [`GLIAModel`].
 
     Args:
-        last_hidden_state: `(N, L, hidden)` main-stream tokens after the final layer norm, `N = batch * views`.
-        pooler_output: `(N, hidden)` the CLS token of `last_hidden_state`.
+        last_hidden_state: `(N, L, hidden)` main-stream tokens after the backbone's final norm, `N = batch * views`.
+        pooler_output: `(N, hidden)` the token the head reads (the CLS token of `last_hidden_state`; see
+            `backbones.py` per family).
         prior: `(N, L', latent)` the guidance prior after the last GLIA block.
         hidden_states: main-stream tokens after the embeddings and after each block, when asked for.
         attentions: self-attention weights of each frozen block of the main stream, when asked for.
@@ -143,7 +150,11 @@ class GLIAPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
-    _no_split_modules = ["ViTEmbeddings", "ViTLayer", "GLIABlock"]
+    _no_split_modules = [
+        "ViTEmbeddings", "ViTLayer", "DeiTEmbeddings", "DeiTLayer", "Dinov2Embeddings", "Dinov2Layer",
+        "Dinov2WithRegistersEmbeddings", "Dinov2WithRegistersLayer", "CLIPVisionEmbeddings", "CLIPEncoderLayer",
+        "SiglipVisionEmbeddings", "SiglipEncoderLayer", "GLIABlock",
+    ]
     _supports_sdpa = True
 
     def _init_weights(self, module):
@@ -192,11 +203,16 @@ class GLIAPreTrainedModel(PreTrainedModel):
 
 
 class GLIAModel(GLIAPreTrainedModel):
-    """The frozen ViT with its two streams and the GLIA blocks; returns main-stream tokens and the refined prior."""
+    """The frozen backbone with its two streams and the GLIA blocks; returns main-stream tokens and the refined prior.
+
+    The backbone module is `self.vit` whatever its family (the name of the first one, kept so that every saved
+    checkpoint's weight names stay valid); `self.backbone_spec` says where its parts are (see `backbones.py`).
+    """
 
     def __init__(self, config: GLIAConfig):
         super().__init__(config)
-        self.vit = ViTModel(config.backbone_config, add_pooling_layer=False)
+        self.backbone_spec = backbone_spec(config.backbone_config)
+        self.vit = self.backbone_spec.build(config.backbone_config)
         # Only modules that can reach the score are built, so that every trainable parameter gets a gradient (which
         # distributed data parallel training requires): the prior exists only if some block reads it (LGF), and the
         # last block does not refine a prior that nothing reads afterwards.
@@ -211,22 +227,35 @@ class GLIAModel(GLIAPreTrainedModel):
         self.post_init()
         self.freeze_backbone()
 
+    @property
+    def backbone_blocks(self) -> nn.ModuleList:
+        """The backbone's transformer blocks, in order (GLIA block `i` runs in front of block `i`)."""
+        return self.backbone_spec.block_list(self.vit)
+
+    @property
+    def num_leading_tokens(self) -> int:
+        """Special tokens in front of the patch tokens (CLS, distillation, registers; none for SigLIP)."""
+        return self.backbone_spec.num_leading_tokens(self.config.backbone_config)
+
     def freeze_backbone(self) -> None:
         """Stop gradients to the ViT weights when the configuration asks for a frozen backbone (GLIANet always does)."""
         if self.config.freeze_backbone:
             self.vit.requires_grad_(False)
 
     def encode_guidance(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Final tokens (after the final layer norm) of the plain ViT on the guidance image: `Fs` in the paper.
+        """Final tokens (after the final norm) of the plain backbone on the guidance image: `Fs` in the paper.
 
         Runs without autograd when the backbone is frozen. The result depends on the image alone, so a training loop
         may cache it and pass it back as `guidance_hidden_states`.
         """
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_backbone):
-            return self.vit(pixel_values=self._cast(pixel_values)).last_hidden_state
+            hidden_states = self.backbone_spec.embed(self.vit, self._cast(pixel_values))
+            for layer in self.backbone_blocks:
+                hidden_states = layer(hidden_states, None)
+            return self.backbone_spec.normalize(self.vit, hidden_states)
 
     def _cast(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return pixel_values.to(self.vit.embeddings.patch_embeddings.projection.weight.dtype)
+        return pixel_values.to(self.vit.dtype)
 
     def forward(
         self,
@@ -256,12 +285,12 @@ class GLIAModel(GLIAPreTrainedModel):
                 guidance_hidden_states = _repeat_per_view(guidance_hidden_states, views)
             prior = self.prior_projection(guidance_hidden_states)
 
-        hidden_states = self.vit.embeddings(self._cast(main_input))
+        hidden_states = self.backbone_spec.embed(self.vit, self._cast(main_input))
         if config.main_stream == "semantic" and views is not None:
             hidden_states = _repeat_per_view(hidden_states, views)
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
-        for index, layer in enumerate(self.vit.layers):
+        for index, layer in enumerate(self.backbone_blocks):
             block = self.glia_blocks[str(index)] if str(index) in self.glia_blocks else None
             if block is not None:
                 hidden_states, prior = block(hidden_states, prior)
@@ -269,14 +298,14 @@ class GLIAModel(GLIAPreTrainedModel):
                 hidden_states, attention = self._layer_with_attention(layer, hidden_states)
                 all_attentions += (attention,)
             else:
-                hidden_states = layer(hidden_states)
+                hidden_states = layer(hidden_states, None)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
 
-        last_hidden_state = self.vit.layernorm(hidden_states)
+        last_hidden_state = self.backbone_spec.normalize(self.vit, hidden_states)
         output = GLIAModelOutput(
             last_hidden_state=last_hidden_state,
-            pooler_output=last_hidden_state[:, 0],
+            pooler_output=self.backbone_spec.pool(self.vit, last_hidden_state),
             prior=prior,
             hidden_states=all_hidden_states,
             attentions=all_attentions,
@@ -331,13 +360,13 @@ class GLIAModel(GLIAPreTrainedModel):
         if fragment_values is not None and fragment_values.ndim == 5 and fragment_values.shape[1] == 0:
             raise ValueError("fragment_values holds no views: K must be at least 1 in (B, K, 3, h, w).")
 
-    @staticmethod
-    def _layer_with_attention(layer: nn.Module, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run a frozen ViT block and catch its self-attention weights (needs `attn_implementation="eager"`)."""
+    def _layer_with_attention(self, layer: nn.Module, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run a frozen backbone block and catch its self-attention weights (needs `attn_implementation="eager"`)."""
         caught = []
-        handle = layer.attention.register_forward_hook(lambda module, args, output: caught.append(output[1]))
+        attention = self.backbone_spec.attention_module(getattr(layer, "base_layer", layer))
+        handle = attention.register_forward_hook(lambda module, args, output: caught.append(output[1]))
         try:
-            hidden_states = layer(hidden_states)
+            hidden_states = layer(hidden_states, None)
         finally:
             handle.remove()
         if caught[0] is None:
@@ -349,7 +378,7 @@ class GLIAModel(GLIAPreTrainedModel):
 
 
 class GLIAForImageQualityAssessment(GLIAPreTrainedModel):
-    """GLIANet: [`GLIAModel`] with a regression head on the main stream's CLS token, predicting one quality score."""
+    """GLIANet: [`GLIAModel`] with a regression head on the main stream's readout token, predicting one quality score."""
 
     def __init__(self, config: GLIAConfig):
         super().__init__(config)
@@ -359,39 +388,56 @@ class GLIAForImageQualityAssessment(GLIAPreTrainedModel):
         self.post_init()
 
     @classmethod
-    def from_backbone(cls, backbone: str | ViTConfig, **glia_options) -> "GLIAForImageQualityAssessment":
-        """Build GLIANet around a ViT backbone.
+    def from_backbone(cls, backbone: str | PreTrainedConfig | dict, **glia_options) -> "GLIAForImageQualityAssessment":
+        """Build GLIANet around a ViT-family backbone, loaded then frozen.
 
         Args:
-            backbone: the ViT whose weights are loaded, then frozen, given as a Hub model id or a local directory of
-                - a transformers `ViTModel`-family checkpoint (checkpoints in the transformers 4 key layout are
-                  converted on load), or
+            backbone: one of
+                - a Hub model id or local directory of a transformers checkpoint of any family in `backbones.py`
+                  (ViT, DeiT, DINOv2, DINOv2 with registers, CLIP, SigLIP; a `CLIPModel` / `SiglipModel` checkpoint
+                  gives its vision tower; ViT checkpoints in the transformers 4 key layout are converted on load);
                 - a timm ViT checkpoint (`config.json` with `architecture` and `pretrained_cfg`, timm's weight keys),
                   e.g. `timm/vit_base_patch16_224.augreg2_in21k_ft_in1k`, converted on load by
                   `convert_timm.load_timm_vit`;
-                or a `ViTConfig` for a randomly initialised backbone.
+                - a backbone config (`ViTConfig`, `Dinov2Config`, `CLIPVisionConfig`, ...) or a dict of its fields
+                  with a `model_type` key (default `"vit"`), for a randomly initialised backbone.
             glia_options: any [`GLIAConfig`] argument, e.g. `latent_dim=64`, `use_glr=False`, `score_min=1.0`.
 
+        The model's `config.image_mean` / `config.image_std` are set to the backbone's normalisation (unless given
+        in `glia_options`): its `preprocessor_config.json`, else timm's `pretrained_cfg`, else the family's usual
+        values; `GLIAImageProcessor.from_config(model.config)` uses them. The input size and the fragment grid
+        default to the family's (see [`GLIAConfig`]).
+
         Raises:
-            ValueError: naming the backbone weights that the checkpoint does not hold. Every weight of the ViT must
-                load; weights the ViT has no use for (a classifier, a pooler, a text tower) are ignored.
+            ValueError: naming the backbone weights that the checkpoint does not hold. Every weight of the backbone
+                must load; weights it has no use for (a classifier, a pooler, a text tower) are ignored.
         """
-        if isinstance(backbone, ViTConfig):
-            return cls(GLIAConfig(backbone_config=backbone, **glia_options))
+        if isinstance(backbone, (PreTrainedConfig, dict)):
+            config = backbone_config_from(backbone)
+            _default_normalisation(glia_options, backbone_spec(config), None)
+            return cls(GLIAConfig(backbone_config=config, **glia_options))
         # Imported here: only building from a checkpoint needs it, never loading a saved GLIANet.
-        from .convert_timm import fold_key_names, load_timm_vit, timm_checkpoint_config
+        from .convert_timm import fold_key_names, load_timm_vit, timm_checkpoint_config, timm_normalisation
 
         if timm_checkpoint_config(backbone) is not None:
             vit = load_timm_vit(backbone)
+            stated = timm_normalisation(backbone)
         else:
-            vit, loading_info = ViTModel.from_pretrained(backbone, add_pooling_layer=False, output_loading_info=True)
+            from transformers import AutoConfig
+
+            spec = backbone_spec(backbone_config_from(AutoConfig.from_pretrained(backbone)))
+            vit, loading_info = spec.backbone_class().from_pretrained(
+                backbone, output_loading_info=True, **spec.model_kwargs
+            )
             if loading_info["missing_keys"]:
                 raise ValueError(
-                    f"The backbone {backbone} does not hold all the weights of a ViT; missing: "
+                    f"The backbone {backbone} does not hold all the weights of a {spec.model_class}; missing: "
                     f"{fold_key_names(loading_info['missing_keys'])}. "
-                    "Point it at a transformers ViT checkpoint or a timm ViT checkpoint (config.json with "
-                    "'architecture')."
+                    f"Point it at a transformers checkpoint of one of the families {sorted(FAMILIES)} or a timm ViT "
+                    "checkpoint (config.json with 'architecture')."
                 )
+            stated = _stated_normalisation(backbone)
+        _default_normalisation(glia_options, backbone_spec(vit.config), stated)
         model = cls(GLIAConfig(backbone_config=vit.config, **glia_options))
         model.glia.vit.load_state_dict(vit.state_dict())
         return model
@@ -515,6 +561,33 @@ def quality_loss(predictions: torch.Tensor, targets: torch.Tensor, kind: str = "
         target = targets - targets.mean()
         correlation = (pred * target).sum() / (pred.norm() * target.norm()).clamp_min(1e-8)
         return (1 - correlation) / 2
+
+
+def _stated_normalisation(backbone) -> tuple[list[float], list[float]] | None:
+    """`(image_mean, image_std)` from a checkpoint's `preprocessor_config.json`, or `None` if it states none."""
+    import json
+
+    from transformers.utils import cached_file
+
+    path = cached_file(
+        backbone,
+        "preprocessor_config.json",
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+    )
+    if not path:
+        return None
+    stored = json.loads(Path(path).read_text())
+    if stored.get("image_mean") is None or stored.get("image_std") is None:
+        return None
+    return list(stored["image_mean"]), list(stored["image_std"])
+
+
+def _default_normalisation(glia_options: dict, spec, stated) -> None:
+    """Fill `image_mean` / `image_std` in `glia_options` (unless given): as stated, else the family's usual ones."""
+    mean, std = stated if stated is not None else (spec.image_mean, spec.image_std)
+    glia_options.setdefault("image_mean", list(mean))
+    glia_options.setdefault("image_std", list(std))
 
 
 def _autocast_disabled(device_type: str):

@@ -124,14 +124,16 @@ class ModelConfig:
     Attributes:
         method: ``glia`` or a baseline of paper Table 6: ``linear_probe``, ``full_finetune``, ``lora``, ``adapter``,
             ``vpt``.
-        backbone: a Hub id or local directory of a ViT checkpoint (transformers, or timm's layout: converted on
-            load; every backbone weight must load), or a dict of ``ViTConfig`` fields for a randomly initialised ViT
-            (offline runs; the results are then labelled as such).
+        backbone: a Hub id or local directory of a backbone checkpoint (a transformers ViT, DeiT, DINOv2, DINOv2 with
+            registers, CLIP or SigLIP model, or a timm ViT: converted on load; every backbone weight must load), or a
+            dict of the backbone config's fields for a randomly initialised one (offline runs; the results are then
+            labelled as such), whose ``model_type`` key picks the family (``vit``, ``deit``, ``dinov2``,
+            ``dinov2_with_registers``, ``clip_vision_model``, ``siglip_vision_model``; default ``vit``).
         glia: ``GLIAConfig`` options, e.g. ``{latent_dim: 64, use_glr: false, main_stream: semantic}``. The score
             range and the loss are filled in by the trainer (from the data set and ``optim.loss``).
         method_options: options of the baseline method (e.g. LoRA rank), passed to ``glia_hf.methods.build_model``.
         image_mean, image_std: normalisation of the backbone; default: its ``preprocessor_config.json``, else a timm
-            checkpoint's ``pretrained_cfg``, else 0.5.
+            checkpoint's ``pretrained_cfg``, else the family's usual values (``glia_hf.backbones``).
     """
 
     method: str = "glia"
@@ -328,7 +330,7 @@ class TrainConfig:
         if d.cpu_threads is not None and d.cpu_threads < 1:
             raise ConfigError("data.cpu_threads must be >= 1 (or null for automatic)")
         if not isinstance(m.backbone, (str, dict)):
-            raise ConfigError("model.backbone must be a Hub id / directory or a dict of ViTConfig fields")
+            raise ConfigError("model.backbone must be a Hub id / directory or a dict of backbone config fields")
         for key in ("score_min", "score_max", "loss"):
             if key in m.glia:
                 raise ConfigError(

@@ -59,7 +59,7 @@ from accelerate.tracking import GeneralTracker
 from accelerate.utils import ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
-from transformers import ViTConfig, get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
 import glia_hf  # noqa: F401  (registers the GLIA classes with the Auto classes and for remote code)
 from eval.metrics import RESULT_KEYS, compute_iqa_metrics
@@ -274,18 +274,23 @@ def _worker_init(worker_id: int) -> None:
 
 
 def backbone_argument(backbone):
-    """A ``ViTConfig`` for a dict of ViT fields (random backbone), else the Hub id / directory as is."""
+    """A backbone config for a dict of its fields (random backbone; ``model_type`` picks the family, default ViT),
+    else the Hub id / directory as is."""
     if isinstance(backbone, dict):
-        return ViTConfig(**backbone)
+        from glia_hf.backbones import backbone_config_from
+
+        return backbone_config_from(backbone)
     return backbone
 
 
 def backbone_description(backbone) -> str:
     if isinstance(backbone, dict):
-        vit = ViTConfig(**backbone)
+        from glia_hf.backbones import backbone_config_from, backbone_spec
+
+        vit = backbone_config_from(backbone)
         return (
-            f"random-initialised ViT (hidden {vit.hidden_size}, {vit.num_hidden_layers} blocks, "
-            f"{vit.image_size} px, patch {vit.patch_size}; not pre-trained)"
+            f"random-initialised {backbone_spec(vit).family} (hidden {vit.hidden_size}, {vit.num_hidden_layers} "
+            f"blocks, {vit.image_size} px, patch {vit.patch_size}; not pre-trained)"
         )
     return str(backbone)
 

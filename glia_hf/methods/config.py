@@ -3,10 +3,13 @@
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from ..backbones import PROJECTIONS
+
 
 METHODS = ("glia", "linear_probe", "full_finetune", "lora", "adapter", "vpt")
 ADAPTER_TYPES = ("houlsby", "adaptformer")
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2")
+# Generic names of a block's linear layers; each backbone family maps them to its own modules (glia_hf.backbones).
+LORA_TARGETS = PROJECTIONS
 
 
 def _check_layers(layers, method: str) -> None:
@@ -23,14 +26,16 @@ def _check_dropout(value, method: str) -> None:
 
 @dataclass
 class LoraMethodConfig:
-    """LoRA from peft on the ViT's attention projections (Hu et al., 2022).
+    """LoRA from peft on the backbone's attention projections (Hu et al., 2022).
 
     Args:
         r: rank of the low-rank update.
         alpha: LoRA scaling numerator; the update is scaled by `alpha / r`.
         dropout: dropout on the LoRA branch's input.
-        target_modules: which linear layers of every ViT block get an update, among `q_proj`, `k_proj`, `v_proj`,
-            `o_proj` (attention) and `fc1`, `fc2` (MLP). The usual choice, and the default, is query and value.
+        target_modules: which linear layers of every backbone block get an update, among `q_proj`, `k_proj`,
+            `v_proj`, `o_proj` (attention) and `fc1`, `fc2` (MLP). These generic names are mapped to each family's
+            own modules (CLIP's and SigLIP's `o_proj` is `self_attn.out_proj`; see `BackboneSpec.projections`). The
+            usual choice, and the default, is query and value.
     """
 
     r: int = 8

@@ -1,4 +1,4 @@
-"""Modules that the adapter and VPT methods wrap around parts of a frozen `ViTLayer`.
+"""Modules that the adapter and VPT methods wrap around parts of a frozen backbone block (any family in backbones.py).
 
 Every wrapper keeps the wrapped module as `base_layer` and calls it unchanged, so the frozen weights stay where they
 were (one level deeper in the parameter names) and `GLIAModel`'s block loop needs no change.
@@ -76,17 +76,27 @@ def vpt_init_bound(patch_size: tuple[int, int], hidden_size: int, num_channels: 
 
 
 class PromptedViTLayer(nn.Module):
-    """A ViT block with its own `num_prompts` learnable tokens (deep visual prompt tuning).
+    """A backbone block with its own `num_prompts` learnable tokens (deep visual prompt tuning).
 
-    Before the block, the prompts go in right after the CLS token: `[CLS, P, patches]`. After it, the prompt positions
-    are dropped again: `[CLS, patches]`. The token count seen by the rest of the model never changes, so GLIA blocks,
-    the final layer norm and the head are unaware of the prompts.
+    Before the block, the prompts go in right after the `num_leading_tokens` special tokens (CLS; CLS and
+    distillation for DeiT; CLS and registers for DINOv2 with registers; none for SigLIP): `[special, P, patches]`.
+    After it, the prompt positions are dropped again: `[special, patches]`. The token count seen by the rest of the
+    model never changes, so GLIA blocks, the final norm and the head are unaware of the prompts.
     """
 
-    def __init__(self, base_layer: nn.Module, num_prompts: int, hidden_size: int, init_bound: float, dropout: float = 0.0):
+    def __init__(
+        self,
+        base_layer: nn.Module,
+        num_prompts: int,
+        hidden_size: int,
+        init_bound: float,
+        dropout: float = 0.0,
+        num_leading_tokens: int = 1,
+    ):
         super().__init__()
         self.base_layer = base_layer
         self.num_prompts = num_prompts
+        self.num_leading_tokens = num_leading_tokens
         self.prompts = nn.Parameter(torch.empty(num_prompts, hidden_size).uniform_(-init_bound, init_bound))
         self.prompt_dropout = nn.Dropout(dropout)
 
@@ -101,9 +111,10 @@ class PromptedViTLayer(nn.Module):
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         prompts = self.prompt_dropout(self.prompts).to(hidden_states.dtype)
         prompts = prompts.unsqueeze(0).expand(hidden_states.shape[0], -1, -1)
-        prompted = torch.cat([hidden_states[:, :1], prompts, hidden_states[:, 1:]], dim=1)
+        lead = self.num_leading_tokens
+        prompted = torch.cat([hidden_states[:, :lead], prompts, hidden_states[:, lead:]], dim=1)
         output = self.base_layer(prompted, *args, **kwargs)
-        return torch.cat([output[:, :1], output[:, 1 + self.num_prompts :]], dim=1)
+        return torch.cat([output[:, :lead], output[:, lead + self.num_prompts :]], dim=1)
 
 
 __all__ = ["BottleneckAdapter", "SequentialAdapter", "ParallelAdapter", "PromptedViTLayer", "vpt_init_bound"]

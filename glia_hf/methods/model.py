@@ -2,8 +2,12 @@
 
 Every method returns the same model class with the same `forward`; what differs is which parameters exist and which
 of them train. The baselines (`linear_probe`, `full_finetune`, `lora`, `adapter`, `vpt`) have no GLIA block: the model
-is then a plain ViT on the main stream with a dropout + linear head on its CLS token, and the guidance pass is skipped.
+is then the plain backbone on the main stream with a dropout + linear head on its readout token, and the guidance pass
+is skipped. Every method works on every backbone family of `glia_hf.backbones`: the blocks, the leading tokens and
+the names of the linear layers come from the family's `BackboneSpec`.
 """
+
+import re
 
 import json
 import os
@@ -12,7 +16,7 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import ViTConfig
+from transformers import PreTrainedConfig
 
 from ..configuration_glia import GLIAConfig
 from ..modeling_glia import GLIAForImageQualityAssessment
@@ -31,8 +35,6 @@ CHECKPOINT_CONFIG_NAME = "glia_method.json"
 CHECKPOINT_WEIGHTS_NAME = "glia_method.safetensors"
 CHECKPOINT_FORMAT_VERSION = 1
 
-_ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
-
 
 def _forced_glia_options(method: str) -> dict[str, Any]:
     """GLIAConfig settings that a method fixes: the baselines have no GLIA block; only full fine-tuning trains the ViT."""
@@ -43,7 +45,7 @@ def _forced_glia_options(method: str) -> dict[str, Any]:
 
 def build_model(
     method: str,
-    backbone: str | os.PathLike | ViTConfig,
+    backbone: str | os.PathLike | PreTrainedConfig | dict,
     method_options: dict[str, Any] | None = None,
     **glia_options,
 ) -> GLIAForImageQualityAssessment:
@@ -58,7 +60,9 @@ def build_model(
             - `"lora"`: peft LoRA on the ViT's attention projections (see `LoraMethodConfig`) plus the head;
             - `"adapter"`: Houlsby or AdaptFormer bottleneck adapters (see `AdapterMethodConfig`) plus the head;
             - `"vpt"`: deep visual prompts (see `VPTMethodConfig`) plus the head.
-        backbone: a Hub id or a local directory of a `ViTModel`-family checkpoint, or a `ViTConfig` for a random ViT.
+        backbone: a Hub id or a local directory of a checkpoint of any family in `glia_hf.backbones` (ViT, DeiT,
+            DINOv2, DINOv2 with registers, CLIP or SigLIP vision), or a backbone config (or a dict of its fields with a
+            `model_type`) for a random one; see [`GLIAForImageQualityAssessment.from_backbone`].
         method_options: the method's hyper-parameters as a dict (or its dataclass); `None` for the defaults. Only
             `lora`, `adapter` and `vpt` take any.
         glia_options: [`GLIAConfig`] arguments (score range, `main_stream`, `loss`, `head_dropout`, ...). For the
@@ -144,7 +148,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 
 def _chosen_layers(model: GLIAForImageQualityAssessment, layers: list[int] | None, method: str) -> list[int]:
-    num_layers = len(model.glia.vit.layers)
+    num_layers = len(model.glia.backbone_blocks)
     if layers is None:
         return list(range(num_layers))
     bad = [index for index in layers if not 0 <= index < num_layers]
@@ -153,49 +157,68 @@ def _chosen_layers(model: GLIAForImageQualityAssessment, layers: list[int] | Non
     return list(layers)
 
 
-def _lora_target_regex(targets) -> str:
-    attention = [name for name in targets if name in _ATTENTION_PROJECTIONS]
-    mlp = [name for name in targets if name not in _ATTENTION_PROJECTIONS]
-    parts = []
-    if attention:
-        parts.append(r"attention\.(?:" + "|".join(attention) + ")")
-    if mlp:
-        parts.append(r"mlp\.(?:" + "|".join(mlp) + ")")
-    return r"glia\.vit\.layers\.\d+\.(?:" + "|".join(parts) + ")"
+def _lora_target_regex(model: GLIAForImageQualityAssessment, targets) -> str:
+    """A regex of the full names of the chosen linear layers in every block, in the family's own names (e.g.
+    `glia.vit.encoder.layers.3.self_attn.out_proj` for CLIP's `o_proj`)."""
+    spec = model.glia.backbone_spec
+    paths = "|".join(re.escape(spec.projections[name]) for name in targets)
+    return r"glia\.vit\." + re.escape(spec.blocks) + r"\.\d+\.(?:" + paths + ")"
 
 
 def _inject_lora(model: GLIAForImageQualityAssessment, options: LoraMethodConfig) -> None:
     from peft import LoraConfig, inject_adapter_in_model
 
+    _check_projections(model, options.target_modules, "lora")
     lora_config = LoraConfig(
         r=options.r,
         lora_alpha=options.alpha,
         lora_dropout=options.dropout,
-        target_modules=_lora_target_regex(options.target_modules),
+        target_modules=_lora_target_regex(model, options.target_modules),
         bias="none",
     )
     inject_adapter_in_model(lora_config, model)
 
 
+def _check_projections(model: GLIAForImageQualityAssessment, names, method: str) -> None:
+    """Every named linear layer must exist in the family's blocks (DINOv2's SwiGLU MLP has no fc1/fc2)."""
+    spec = model.glia.backbone_spec
+    block = model.glia.backbone_blocks[0]
+    absent = []
+    for name in names:
+        try:
+            block.get_submodule(spec.projections[name])
+        except AttributeError:
+            absent.append(name)
+    if absent:
+        raise ValueError(f"{method}: {absent} are not layers of a {spec.family} block; choose among the others.")
+
+
+def _wrap(block: nn.Module, path: str, wrapper) -> None:
+    """Replace the submodule at `path` inside `block` by `wrapper(that submodule)`."""
+    parent, _, child = path.rpartition(".")
+    owner = block.get_submodule(parent) if parent else block
+    setattr(owner, child, wrapper(getattr(owner, child)))
+
+
 def _add_adapters(model: GLIAForImageQualityAssessment, options: AdapterMethodConfig) -> None:
     hidden_size = model.config.backbone_config.hidden_size
+    spec = model.glia.backbone_spec
+    if options.adapter_type == "houlsby":
+        _check_projections(model, ("o_proj", "fc2"), "adapter")
     for index in _chosen_layers(model, options.layers, "adapter"):
-        layer = model.glia.vit.layers[index]
+        layer = model.glia.backbone_blocks[index]
         if options.adapter_type == "houlsby":
-            attention = layer.attention
-            attention.o_proj = SequentialAdapter(
-                attention.o_proj, BottleneckAdapter(hidden_size, options.bottleneck, "gelu", options.dropout)
-            )
-            layer.mlp.fc2 = SequentialAdapter(
-                layer.mlp.fc2, BottleneckAdapter(hidden_size, options.bottleneck, "gelu", options.dropout)
-            )
+            for name in ("o_proj", "fc2"):
+                _wrap(layer, spec.projections[name], lambda base: SequentialAdapter(
+                    base, BottleneckAdapter(hidden_size, options.bottleneck, "gelu", options.dropout)
+                ))
         else:
-            layer.mlp = ParallelAdapter(
-                layer.mlp,
+            _wrap(layer, spec.mlp, lambda base: ParallelAdapter(
+                base,
                 BottleneckAdapter(hidden_size, options.bottleneck, "relu", options.dropout),
                 options.scale,
                 options.learnable_scale,
-            )
+            ))
 
 
 def _add_prompts(model: GLIAForImageQualityAssessment, options: VPTMethodConfig) -> None:
@@ -203,9 +226,12 @@ def _add_prompts(model: GLIAForImageQualityAssessment, options: VPTMethodConfig)
     patch = backbone.patch_size
     patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
     bound = vpt_init_bound(patch, backbone.hidden_size, backbone.num_channels)
-    layers = model.glia.vit.layers
+    layers = model.glia.backbone_blocks
+    lead = model.glia.num_leading_tokens
     for index in _chosen_layers(model, options.layers, "vpt"):
-        layers[index] = PromptedViTLayer(layers[index], options.num_prompts, backbone.hidden_size, bound, options.dropout)
+        layers[index] = PromptedViTLayer(
+            layers[index], options.num_prompts, backbone.hidden_size, bound, options.dropout, num_leading_tokens=lead
+        )
 
 
 def merge_for_export(model: GLIAForImageQualityAssessment) -> GLIAForImageQualityAssessment:
