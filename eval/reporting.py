@@ -51,6 +51,9 @@ __all__ = [
     "FIT_NOTE",
     "RESULTS_SCHEMA_VERSION",
     "metric_label",
+    "RANDOM_BACKBONE_LABEL",
+    "PSEUDO_MOS_LABEL",
+    "result_label",
     "describe_train_fraction",
 ]
 
@@ -71,6 +74,11 @@ FIT_NOTE = ("PLCC and RMSE after the 4-parameter logistic fit from predictions t
 #: Version of the results files (``results.json``) the training loop writes. 2: ``plcc``/``rmse`` are after the
 #: logistic fit, ``plcc_raw``/``rmse_raw`` added (version 1, unmarked, had the raw values under ``plcc``/``rmse``).
 RESULTS_SCHEMA_VERSION = 2
+
+#: The labels of results that are not what a paper's numbers are: a randomly initialised (not pre-trained)
+#: backbone, and the built-in data set's pseudo-MOS (a full-reference metric's scores, not human opinions).
+RANDOM_BACKBONE_LABEL = "random-initialised backbone"
+PSEUDO_MOS_LABEL = "pseudo-MOS"
 
 CHECK, CROSS = "✓", "✗"
 MISSING = "–"
@@ -95,6 +103,13 @@ def metric_label(metric):
 
 
 _metric_label = metric_label
+
+
+def result_label(random_backbone, pseudo_mos):
+    """The label of results, for captions, results files and model cards: ``"random-initialised backbone,
+    pseudo-MOS"``, either half alone, or ``None`` when neither holds."""
+    parts = [RANDOM_BACKBONE_LABEL] * bool(random_backbone) + [PSEUDO_MOS_LABEL] * bool(pseudo_mos)
+    return ", ".join(parts) or None
 
 
 def describe_train_fraction(fraction, of="dataset", train_ratio=None):

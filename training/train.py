@@ -70,7 +70,8 @@ from glia_hf import GLIAImageProcessor
 from glia_hf.data import get_score_scale, load_image, load_iqa_dataset, load_splits, make_splits, save_splits
 from glia_hf.data.scales import canonical_name
 from glia_hf.data.splits import split_indices
-from training.config import ConfigError, TrainConfig, config_from_dict, describe_resolution, flat_config, load_config
+from training.config import (ConfigError, TrainConfig, config_from_dict, describe_backbone, describe_resolution,
+                             flat_config, load_config)
 from training.model_card import fill_model_card, load_template
 
 
@@ -280,13 +281,8 @@ def backbone_argument(backbone):
 
 
 def backbone_description(backbone) -> str:
-    if isinstance(backbone, dict):
-        vit = ViTConfig(**backbone)
-        return (
-            f"random-initialised ViT (hidden {vit.hidden_size}, {vit.num_hidden_layers} blocks, "
-            f"{vit.image_size} px, patch {vit.patch_size}; not pre-trained)"
-        )
-    return str(backbone)
+    """The backbone in words (one wording everywhere: :func:`training.config.describe_backbone`)."""
+    return describe_backbone(backbone)
 
 
 def resolution_of(config: TrainConfig) -> str:
