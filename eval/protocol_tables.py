@@ -8,14 +8,18 @@ or in any module imported before the protocol is run.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import logging
+from typing import Any, Dict, List, Optional, Tuple
 
 from eval import reporting
-from eval.protocols import (BaseConfig, Cell, DataSource, Plan, Protocol, ProtocolError, TableContext, get_dotted,
-                            glia_cell, logger, read_trainable_parameters, register_protocol)
+from eval.protocol_captions import get_dotted
+from eval.protocol_runs import ProtocolError, read_trainable_parameters
+from eval.protocols import BaseConfig, Cell, DataSource, Plan, Protocol, TableContext, glia_cell, register_protocol
 from glia_hf.data.scales import canonical_name
 from glia_hf.methods import METHODS
 from training.config import DataConfig
+
+logger = logging.getLogger("eval.protocols")
 
 
 # ------------------------------------------------------------------------------------------------ methods

@@ -81,7 +81,6 @@ import json
 import logging
 import os
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -91,25 +90,18 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from eval import reporting
+from eval.protocol_runs import (RUN_RECORD, ProtocolError, StaleResultsError, collect, execute, execute_run,
+                                find_results_file, load_results, read_run_record, read_split_result,
+                                read_trainable_parameters, stale_runs)
+from eval.protocol_captions import describe_setup, get_dotted, plan_backbone, table_label
+from glia_hf.configuration_glia import GLIAConfig
 from glia_hf.data.scales import canonical_name
-from training.config import (EXECUTION_FIELDS, ConfigError, DataConfig, EvalConfig, ModelConfig, OptimConfig,
-                             config_from_dict, describe_backbone, describe_resolution, parse_overrides, set_dotted)
+from training.config import EXECUTION_FIELDS, ConfigError, config_from_dict, parse_overrides, set_dotted
 
 logger = logging.getLogger("eval.protocols")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TRAIN_SCRIPT = REPO_ROOT / "training" / "train.py"
-
 #: The GLIA switches whose defaults are filled in before hashing, so that "default" and "explicitly default" match.
 GLIA_SWITCHES = ("use_lgf", "use_glr", "main_stream", "guidance_stream")
-
-#: Written by the protocol beside each finished run: wall time and how it was launched.
-RUN_RECORD = "protocol_run.json"
-
-
-class ProtocolError(ValueError):
-    """A protocol cannot be expanded or assembled as asked."""
-
 
 # ------------------------------------------------------------------------------------------------ data sources
 
@@ -348,18 +340,7 @@ def _hash(value: Any, length: int = 8) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def get_dotted(values: Dict[str, Any], dotted: str, default=None):
-    target: Any = values
-    for part in dotted.split("."):
-        if not isinstance(target, dict) or part not in target:
-            return default
-        target = target[part]
-    return target
-
-
 def _glia_defaults() -> Dict[str, Any]:
-    from glia_hf.configuration_glia import GLIAConfig
-
     config = GLIAConfig()
     return {key: getattr(config, key) for key in GLIA_SWITCHES}
 
@@ -502,264 +483,19 @@ def expand(
     return Plan(table, cells, runs, out, splits, options, notes)
 
 
-# ------------------------------------------------------------------------------------------------ results files
-
-
-def find_results_file(run_dir: Path) -> Optional[Path]:
-    """The training loop's ``results.json`` in a run directory, or ``None`` if the run has not finished."""
-    path = Path(run_dir) / "results.json"
-    return path if path.is_file() else None
-
-
-class StaleResultsError(ProtocolError):
-    """A finished run's results file predates the current results schema."""
-
-
-def load_results(path: Path) -> Dict[str, Any]:
-    """Read a results file; raise :class:`StaleResultsError` unless it has the current ``schema_version``."""
-    results = json.loads(Path(path).read_text())
-    version = results.get("schema_version", 1)
-    if version != reporting.RESULTS_SCHEMA_VERSION:
-        raise StaleResultsError(
-            f"{path} has results schema {version}, not {reporting.RESULTS_SCHEMA_VERSION} (before version 2 "
-            f"\"plcc\" was the raw PLCC): delete {Path(path).parent} to train it again, or use another --out"
-        )
-    return results
-
-
-def stale_runs(plan: Plan) -> List[Run]:
-    """The plan's distinct runs whose results file exists but predates the current results schema."""
-    stale = []
-    for run in plan.unique_runs():
-        path = find_results_file(run.run_dir)
-        if path is None:
-            continue
-        try:
-            load_results(path)
-        except StaleResultsError:
-            stale.append(run)
-    return stale
-
-
-def _metrics_of(entry: Dict[str, Any]) -> Dict[str, float]:
-    """The numbers of one split entry; a metric written as null (a NaN, which JSON cannot hold) is NaN again, so
-    that the table shows it instead of failing on a missing key."""
-    from eval.metrics import RESULT_KEYS
-
-    metrics = {k: float(v) for k, v in entry.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    metrics.update({k: float("nan") for k in RESULT_KEYS if k in entry and entry[k] is None})
-    return metrics
-
-
-def read_split_result(run_dir: Path, split: int, part: str = "test") -> Optional[Dict[str, Any]]:
-    """The metrics of one split of a finished run, ``{"split": k, "srcc": ..., "plcc": ...}``; ``part="cross"``
-    reads the results on the cross-data-set test set. ``None`` if the run has no results yet.
-
-    ``results.json`` (training/train.py) holds one entry per split in ``splits``: the test part's metrics at its
-    top level, beside ``num_train``, ``trainable_parameters`` and so on, and the cross-data-set metrics under
-    ``cross`` as ``{test data set: metrics}``."""
-    path = find_results_file(run_dir)
-    if path is None:
-        return None
-    results = load_results(path)
-    for entry in results.get("splits") or []:
-        if int(entry.get("split", -1)) != int(split):
-            continue
-        metrics = _pick_part(entry, part)
-        if metrics is None:
-            raise ProtocolError(f"{path}: split {split} has no {part!r} results")
-        return {"split": int(split), **_metrics_of(metrics)}
-    return None
-
-
-def _pick_part(entry: Dict[str, Any], part: str) -> Optional[Dict[str, Any]]:
-    if part == "test":
-        return entry
-    cross = entry.get("cross")
-    if not isinstance(cross, dict) or not cross:
-        return None
-    if len(cross) != 1:
-        raise ProtocolError(f"split {entry.get('split')} was tested on several other data sets: {sorted(cross)}")
-    return next(iter(cross.values()))
-
-
-def read_trainable_parameters(run_dir: Path) -> Optional[int]:
-    """The trainable parameter count in a finished run's ``results.json``, or ``None`` if it has not finished."""
-    path = find_results_file(run_dir)
-    if path is None:
-        return None
-    count = load_results(path).get("trainable_parameters")
-    return count if isinstance(count, int) else None
-
-
-def read_run_record(run_dir: Path) -> Dict[str, Any]:
-    path = Path(run_dir) / RUN_RECORD
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-# ------------------------------------------------------------------------------------------------ running
-
-
-def _launch_command(config_path: Path, launcher: str, launch_args: Sequence[str]) -> List[str]:
-    if launcher == "accelerate":
-        return [sys.executable, "-m", "accelerate.commands.launch", *launch_args, str(TRAIN_SCRIPT),
-                "--config", str(config_path)]
-    return [sys.executable, str(TRAIN_SCRIPT), "--config", str(config_path)]
-
-
-def execute_run(run: Run, launcher: str = "inprocess", launch_args: Sequence[str] = ("--cpu", "--num_processes", "1"),
-                log_dir: Optional[Path] = None) -> Dict[str, Any]:
-    """Train one run unless its results exist; return its record (status, wall time, command)."""
-    existing = find_results_file(run.run_dir)
-    if existing is not None:
-        load_results(existing)  # a run from before the current results schema is refused, not reused
-        record = read_run_record(run.run_dir)
-        return {**record, "status": "cached"}
-    run.config_path.parent.mkdir(parents=True, exist_ok=True)
-    run.config_path.write_text(yaml.safe_dump(run.config, sort_keys=False))
-    resume = (run.run_dir / "config.yaml").is_file()  # an interrupted run: the loop continues it
-    extra = ["--resume"] if resume else []
-    started = time.perf_counter()
-    if launcher == "inprocess":
-        from training.train import main as entry  # imported here: the loop pulls in torch, accelerate, ...
-
-        command = ["training/train.py", "--config", str(run.config_path), *extra]
-        status = "done"
-        try:
-            payload = entry(["--config", str(run.config_path), *extra])  # the results payload
-            if isinstance(payload, dict) and payload.get("stopped"):
-                status = "failed (stopped before the end)"
-        except SystemExit as error:
-            if error.code not in (None, 0):
-                status = f"failed (exit {error.code})"
-        except Exception as error:  # keep going with the other runs; the failure is reported
-            logger.exception("run %s failed", run.run_id)
-            status = f"failed ({type(error).__name__}: {error})"
-    else:
-        command = _launch_command(run.config_path, "accelerate" if launcher == "accelerate" else "python",
-                                  launch_args) + extra
-        log_path = (log_dir or run.config_path.parent) / f"{run.run_id}.log"
-        with open(log_path, "w") as log:
-            code = subprocess.call(command, cwd=str(REPO_ROOT), stdout=log, stderr=subprocess.STDOUT)
-        status = "done" if code == 0 else f"failed (exit {code}; log {log_path})"
-    wall = time.perf_counter() - started
-    record = {"run_id": run.run_id, "split": run.split, "wall_s": round(wall, 1), "command": shlex.join(command),
-              "resumed": resume}
-    if status == "done" and find_results_file(run.run_dir) is None:
-        status = "failed (no results file written)"
-    if status == "done":
-        (run.run_dir / RUN_RECORD).write_text(json.dumps(record, indent=2))
-    return {**record, "status": status}
-
-
-def execute(plan: Plan, launcher: str = "inprocess", launch_args: Sequence[str] = ("--cpu", "--num_processes", "1"),
-            progress: Callable[[str], None] = print) -> List[Dict[str, Any]]:
-    """Run every not-yet-finished run of a plan, in order, each once."""
-    records = []
-    unique = plan.unique_runs()
-    for i, run in enumerate(unique, 1):
-        record = execute_run(run, launcher, launch_args)
-        records.append(record)
-        wall = record.get("wall_s")
-        progress(f"[{i}/{len(unique)}] {run.run_id}: {record['status']}"
-                 + (f" ({wall:.0f} s)" if isinstance(wall, (int, float)) else ""))
-    return records
-
-
 # ------------------------------------------------------------------------------------------------ tables
-
-
-def _backbone_of(cell: Cell) -> Any:
-    backbone = get_dotted(cell.base.values, "model.backbone")
-    return ModelConfig().backbone if backbone is None else backbone
-
-
-def table_label(plan: Plan) -> Optional[str]:
-    """The results label of a table (:func:`eval.reporting.result_label`): "random-initialised backbone" when every
-    run has a random backbone, "pseudo-MOS" when every run uses the built-in set, both, or ``None``."""
-    random_backbone = all(isinstance(_backbone_of(c), dict) for c in plan.cells)
-    builtin = all(canonical_name(get_dotted(r.config, "data.dataset", "builtin")) == "builtin" for r in plan.runs)
-    return reporting.result_label(random_backbone, builtin)
-
-
-def _plan_backbone(plan: Plan) -> str:
-    names = []
-    for cell in plan.cells:
-        name = describe_backbone(_backbone_of(cell))
-        if name not in names:
-            names.append(name)
-    return "; ".join(names)
-
-
-def collect(plan: Plan) -> Dict[int, List[Dict[str, Any]]]:
-    """Per-split results of each cell (by the cell's index in ``plan.cells``); missing runs are left out."""
-    by_cell: Dict[int, List[Dict[str, Any]]] = {i: [] for i in range(len(plan.cells))}
-    index = {id(c): i for i, c in enumerate(plan.cells)}
-    for run in plan.runs:
-        result = read_split_result(run.run_dir, run.split, run.cell.result_part)
-        if result is not None:
-            by_cell[index[id(run.cell)]].append(result)
-    return by_cell
 
 
 def build_table(plan: Plan, metrics: Sequence[str] = ("srcc", "plcc")) -> reporting.Table:
     """Assemble the plan's table in its protocol's layout from whatever results exist; the caption ends with the
     protocol's cell notes, the runs' setup (:func:`describe_setup`) and the protocol's own note."""
     protocol = get_protocol(plan.table)
-    context = TableContext(protocol.title, _plan_backbone(plan), table_label(plan), tuple(metrics))
+    context = TableContext(protocol.title, plan_backbone(plan), table_label(plan), tuple(metrics))
     table = protocol.build_table(plan, collect(plan), context)
     notes = plan.notes + describe_setup(plan) + ([protocol.note] if protocol.note else [])
     if notes:
         table.caption += " " + " ".join(notes)
     return table
-
-
-def describe_setup(plan: Plan) -> List[str]:
-    """Caption notes read from the run configs: a data set read with non-default options (a subset of the built-in
-    set, say) and the training recipe (epochs, batch, learning rate, test-time views)."""
-    notes = []
-    cross = any(cell.test_label for cell in plan.cells)  # a cross-data-set table: its parts are described once
-    for cell in plan.cells:
-        options = cell.base.source.options
-        text = f"Data set {cell.base.source.label} read with options {json.dumps(options, sort_keys=True)}."
-        if options and not cross and text not in notes:
-            notes.append(text)
-    if cross:
-        for cell in plan.cells:
-            options = cell.base.source.options
-            text = (f"Both parts cut from the built-in set read with options {json.dumps(options, sort_keys=True)}."
-                    if cell.base.source.is_builtin else None)
-            if options and text and text not in notes:
-                notes.append(text)
-    recipes = []
-    for run in plan.runs:
-        optim, evaluation = run.config.get("optim") or {}, run.config.get("eval") or {}
-        epochs = optim.get("epochs", OptimConfig.epochs)
-        batch = optim.get("batch_size", OptimConfig.batch_size)
-        lr = optim.get("lr", OptimConfig.lr)
-        views = evaluation.get("num_views", EvalConfig.num_views)
-        recipe = f"Recipe: {epochs} epoch(s), batch {batch}, lr {lr:g}, {views} test view(s) per image."
-        if recipe not in recipes:
-            recipes.append(recipe)
-    return notes + recipes + describe_views_and_resolution(plan)
-
-
-def describe_views_and_resolution(plan: Plan) -> List[str]:
-    """Caption note: training views per image (``data.train_views``) and image resolution
-    (``data.resize_short_side``) of the runs, per data set when they differ between data sets."""
-    settings: Dict[str, List[str]] = {}
-    for run in plan.runs:
-        data = run.config.get("data") or {}
-        text = (f"{data.get('train_views', DataConfig.train_views)} training view(s) per image per epoch, images at "
-                + describe_resolution(data.get("resize_short_side"),
-                                      data.get("resize_resample", DataConfig.resize_resample)))
-        datasets = settings.setdefault(text, [])
-        name = str(data.get("dataset", DataConfig.dataset))
-        if name not in datasets:
-            datasets.append(name)
-    if len(settings) == 1:
-        return [f"Training: {next(iter(settings))}."]
-    return [f"Training on {', '.join(datasets)}: {text}." for text, datasets in settings.items()]
 
 
 def write_outputs(plan: Plan, records: Sequence[Dict[str, Any]] = ()) -> Tuple[Path, Path]:

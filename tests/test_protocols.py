@@ -15,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from eval import protocols, reporting
+from eval import protocol_tables, protocols, reporting
 from eval.protocols import ProtocolError, expand
 from tests.conftest import tiny_vit_config
 
@@ -84,13 +84,13 @@ def test_every_protocol_expands_into_the_expected_runs(tmp_path, builtin_base):
         ("builtin-glia-lgf0-glr0-s0", False, False)]
     streams = expand("ablation_streams", [builtin_base], splits=[0], out=out)
     assert [(r.config["model"]["glia"]["guidance_stream"], r.config["model"]["glia"]["main_stream"])
-            for r in streams.runs] == list(protocols.STREAM_ROWS)
+            for r in streams.runs] == list(protocol_tables.STREAM_ROWS)
     efficient = expand("data_efficient", [builtin_base], splits=[0], out=out)
     assert [r.config["data"]["train_fraction"] for r in efficient.runs] == [0.2, 0.4, 0.6]
     assert [r.name for r in efficient.runs] == ["builtin-glia-frac0.2-s0", "builtin-glia-frac0.4-s0",
                                                 "builtin-glia-frac0.6-s0"]
     methods = expand("methods", [builtin_base], splits=[0], out=out)
-    assert [r.config["model"]["method"] for r in methods.runs] == list(protocols.DEFAULT_METHODS)
+    assert [r.config["model"]["method"] for r in methods.runs] == list(protocol_tables.default_methods())
     # Every run of a data set reads the same splits file.
     files = {r.config["data"]["splits_file"] for p in (components, streams, efficient, methods) for r in p.runs}
     assert len(files) == 1 and files.pop().startswith(str(out / "splits"))
@@ -117,8 +117,8 @@ def test_cross_with_one_builtin_config_uses_two_disjoint_parts(tmp_path, builtin
     assert first["dataset"] == first["test_dataset"] == "builtin"
     assert not set(train["scenes"]) & set(test["scenes"])
     assert not set(train["distortions"]) & set(test["distortions"])
-    assert set(train["distortions"]) | set(test["distortions"]) == set(protocols.STRUCTURAL_DISTORTIONS) | set(
-        protocols.PHOTOMETRIC_DISTORTIONS)
+    assert set(train["distortions"]) | set(test["distortions"]) == set(protocol_tables.STRUCTURAL_DISTORTIONS) | set(
+        protocol_tables.PHOTOMETRIC_DISTORTIONS)
     second = plan.runs[2].config["data"]
     assert second["dataset_options"] == test and second["test_dataset_options"] == train
     assert first["splits_file"] != second["splits_file"]  # two data sets, two splits files
@@ -227,11 +227,11 @@ def test_tables_follow_the_paper_layout(tmp_path, builtin_base):
     assert rows[0] == ["GLR", "LGF", "builtin PLCC", "builtin PLCC mean", "builtin PLCC std", "builtin SRCC",
                        "builtin SRCC mean", "builtin SRCC std"]
     assert [r[:2] for r in rows[1:]] == [["✓", "✗"], ["✗", "✓"], ["✓", "✓"], ["✗", "✗ (our addition)"]]
-    assert rows[1][2:] == [protocols.SAME_AS_NO_INTERACTION, "", ""] * 2  # printed, not trained
+    assert rows[1][2:] == [protocol_tables.SAME_AS_NO_INTERACTION, "", ""] * 2  # printed, not trained
     assert float(rows[3][5]) == pytest.approx(0.8)  # both modules: median SRCC of 0.7, 0.8, 0.9
     assert float(rows[4][5]) == pytest.approx(0.1) and float(rows[4][2]) == pytest.approx(0.6)
     assert "| ✓ | ✗ | = no interaction (see note) |" in markdown
-    assert protocols.COMPONENTS_NOTE in markdown and "our addition" in protocols.COMPONENTS_NOTE
+    assert protocol_tables.COMPONENTS_NOTE in markdown and "our addition" in protocol_tables.COMPONENTS_NOTE
     assert markdown.startswith("**Table 4.**")
     assert "over 3 splits" in markdown and "backbone: randomly initialised ViT (hidden 32, 2 blocks" in markdown
     assert "[random-initialised backbone, pseudo-MOS]" in markdown
@@ -250,8 +250,8 @@ def test_tables_follow_the_paper_layout(tmp_path, builtin_base):
         ("GLIA (ours)", 5_000_000)]
     assert "| GLIA (ours) | 5.00M | 0.700 (0.700 ± 0.000) |" in markdown
     # LoDa's row is quoted, marked as such; the paper has no number for the built-in set.
-    assert rows[-1][:2] == [protocols.LODA_ROW_LABEL, "9M (quoted)"] and set(rows[-1][2:]) == {""}
-    assert protocols.METHODS_NOTE in markdown and "detail stream" in markdown and "Sample" in markdown
+    assert rows[-1][:2] == [protocol_tables.LODA_ROW_LABEL, "9M (quoted)"] and set(rows[-1][2:]) == {""}
+    assert protocol_tables.METHODS_NOTE in markdown and "detail stream" in markdown and "Sample" in markdown
 
     plan = expand("data_efficient", [builtin_base], splits=[0, 1], out=out)
     fake_results(plan, lambda run: (run.cell.row[0], 0.5))
@@ -269,7 +269,7 @@ def test_tables_follow_the_paper_layout(tmp_path, builtin_base):
     plan = expand("ablation_streams", [builtin_base], splits=[0], out=out)
     fake_results(plan, lambda run: (0.5, 0.5))
     markdown, rows = table_lines(plan)
-    assert [r[:2] for r in rows[1:]] == [list(pair) for pair in protocols.STREAM_ROWS]
+    assert [r[:2] for r in rows[1:]] == [list(pair) for pair in protocol_tables.STREAM_ROWS]
     assert "over 1 split " in markdown
 
     plan = expand("cross", [builtin_base], splits=[0, 1, 2], out=out)
@@ -341,7 +341,7 @@ def test_ablation_protocol_end_to_end(tmp_path, tiny_csv, capsys):
     rows = list(csv.reader((out / "table4_ablation_components.csv").open()))
     assert [r[:2] for r in rows[1:]] == [["✓", "✗"], ["✗", "✓"], ["✓", "✓"], ["✗", "✗ (our addition)"]]
     # Trained rows have results (PLCC is NaN here: 3 test images are too few for the 4-parameter fit).
-    assert all(r[5] not in ("", "nan", protocols.SAME_AS_NO_INTERACTION) for r in rows[2:])
+    assert all(r[5] not in ("", "nan", protocol_tables.SAME_AS_NO_INTERACTION) for r in rows[2:])
     markdown = (out / "table4_ablation_components.md").read_text()
     assert "over 1 split" in markdown and "[random-initialised backbone]" in markdown
 
@@ -426,7 +426,7 @@ def test_methods_table_quotes_lodas_row_for_kadid_and_koniq(tmp_path):
     fake_results(plan, lambda run: (0.9, 0.92))
     table = protocols.build_table(plan)
     labels, values = table.rows[-1]
-    assert labels == [protocols.LODA_ROW_LABEL]
+    assert labels == [protocol_tables.LODA_ROW_LABEL]
     assert table.columns == ["Trainable params", "kadid10k SRCC", "kadid10k PLCC", "koniq10k SRCC", "koniq10k PLCC"]
     assert values == ["9M (quoted)", 0.931, 0.936, 0.932, 0.944]  # paper Table 6
     assert "quoted from the paper's Table 6" in table.caption and "not run" in table.caption
