@@ -7,8 +7,9 @@ import json
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from eval import reporting
+from eval.reporting import describe_backbone
 from glia_hf.data.scales import canonical_name
-from training.config import DataConfig, EvalConfig, ModelConfig, OptimConfig, describe_backbone, describe_resolution
+from training.config import DataConfig, EvalConfig, ModelConfig, OptimConfig, describe_resolution
 
 if TYPE_CHECKING:  # only for annotations: eval.protocols imports this module
     from eval.protocols import Cell, Plan

@@ -54,6 +54,7 @@ __all__ = [
     "RANDOM_BACKBONE_LABEL",
     "PSEUDO_MOS_LABEL",
     "result_label",
+    "describe_backbone",
     "describe_train_fraction",
 ]
 
@@ -103,6 +104,20 @@ def metric_label(metric):
 
 
 _metric_label = metric_label
+
+
+def describe_backbone(backbone):
+    """The backbone in words, for captions, results files and model cards: its Hub id or directory as given, or for
+    a dict of ``ViTConfig`` fields (a randomly initialised ViT) its shape, e.g. ``"randomly initialised ViT (hidden
+    768, 12 blocks, 12 heads, patch 16, 224 px)"`` (fields not in the dict: ``ViTConfig``'s defaults, which are what
+    the model gets)."""
+    if not isinstance(backbone, dict):
+        return str(backbone)
+    from transformers import ViTConfig  # here: the tables themselves need only numpy
+
+    vit = ViTConfig(**backbone)
+    return (f"randomly initialised ViT (hidden {vit.hidden_size}, {vit.num_hidden_layers} blocks, "
+            f"{vit.num_attention_heads} heads, patch {vit.patch_size}, {vit.image_size} px)")
 
 
 def result_label(random_backbone, pseudo_mos):

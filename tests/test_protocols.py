@@ -496,3 +496,82 @@ def test_streams_table_warns_when_the_two_streams_coincide(tmp_path):
     assert "the same picture" in " ".join(expand("ablation_streams", [small], splits=[0], out=tmp_path).notes)
     large = write_base(tmp_path / "l.yaml", {"dataset": "builtin", "dataset_options": {"size": 384}})
     assert not expand("ablation_streams", [large], splits=[0], out=tmp_path).notes
+
+
+# ------------------------------------------------------------------------------------------------ registry and identity
+
+
+#: Run ids computed with eval/protocols.py before it became one Protocol object per table (commit 0afc7df), for the
+#: builtin base config of these tests, split 0. A changed id would orphan every finished run on disk.
+PINNED_RUN_IDS = {
+    "intra": ["builtin-glia-s0-52341727"],
+    "cross": ["builtin-structural-glia-to-builtin-photometric-s0-2f01ce9b",
+              "builtin-photometric-glia-to-builtin-structural-s0-7d0aa7e7"],
+    "data_efficient": ["builtin-glia-frac0.2-s0-65c0b22c", "builtin-glia-frac0.4-s0-960bd8a6",
+                       "builtin-glia-frac0.6-s0-98d70e2b"],
+    "ablation_components": ["builtin-glia-lgf1-glr0-s0-61930267", "builtin-glia-s0-52341727",
+                            "builtin-glia-lgf0-glr0-s0-9d79fefd"],
+    "ablation_streams": ["builtin-glia-guide-semantic-main-semantic-s0-a09e3902",
+                         "builtin-glia-guide-detail-main-detail-s0-8342b7e1", "builtin-glia-s0-52341727",
+                         "builtin-glia-guide-detail-main-semantic-s0-c8895ffb"],
+    "methods": ["builtin-linear_probe-s0-6b26e560", "builtin-full_finetune-s0-dab4e217", "builtin-adapter-s0-af129568",
+                "builtin-lora-s0-8421ef2a", "builtin-vpt-s0-54b783c4", "builtin-glia-s0-52341727"],
+}
+
+
+@pytest.mark.parametrize("table", sorted(PINNED_RUN_IDS))
+def test_run_ids_of_finished_runs_do_not_change(tmp_path, builtin_base, table):
+    plan = expand(table, [builtin_base], splits=[0], out=tmp_path / "out",
+                  methods=list(protocol_tables.PAPER_METHOD_LABELS))
+    assert [run.run_id for run in plan.unique_runs()] == PINNED_RUN_IDS[table]
+
+
+def test_a_table_is_one_registration(tmp_path, builtin_base, monkeypatch, capsys):
+    """A throw-away protocol registered here expands, refuses overrides of its keys, dry-runs and builds its table."""
+    protocols.registered_protocols()  # the paper's six first, then keep the registry change inside this test
+    monkeypatch.setattr(protocols, "_PROTOCOLS", dict(protocols._PROTOCOLS))
+
+    def cells(bases, options):
+        return [protocols.glia_cell(b, (depth,), b.source.label, glia_layers=[depth])
+                for depth in (0, 1) for b in bases], ["Throw-away note."]
+
+    def table(plan, results, context):
+        nested = {f"GLIA block after layer {c.row[0]}": {c.column: results[i]} for i, c in enumerate(plan.cells)}
+        return reporting.intra_dataset_table(nested, **context.layout())
+
+    protocols.register_protocol(protocols.Protocol(
+        name="depth_probe", file_stem="table9_depth", title="Table 9", build_cells=cells, build_table=table,
+        defining_keys=("model.method", "model.glia.glia_layers"), note="Not in the paper.",
+    ))
+    with pytest.raises(ValueError, match="clashes"):
+        protocols.register_protocol(protocols.Protocol(
+            name="depth_probe", file_stem="other", title="Table 9", build_cells=cells, build_table=table))
+
+    out = tmp_path / "out"
+    assert protocols.main(["depth_probe", "--base-config", str(builtin_base), "--splits", "0", "--out", str(out),
+                           "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "depth_probe: 2 cells x 1 splits = 2 runs (2 distinct)" in printed
+    assert printed.count("[to run]") == 2 and '"model.glia.glia_layers": [1]' in printed
+    with pytest.raises(ProtocolError, match="depth_probe"):
+        expand("depth_probe", [builtin_base], out=out, overrides=["--model.glia.glia_layers", "[0]"])
+
+    plan = expand("depth_probe", [builtin_base], splits=[0], out=out)
+    fake_results(plan, lambda run: (0.5 + 0.1 * run.cell.row[0], 0.6))
+    markdown, rows = table_lines(plan)
+    assert (out / "table9_depth.md").is_file() and markdown.startswith("**Table 9.**")
+    assert "Throw-away note." in markdown and markdown.rstrip().count("Not in the paper.") == 1
+    assert [r[0] for r in rows[1:]] == ["GLIA block after layer 0", "GLIA block after layer 1"]
+    assert [float(r[1]) for r in rows[1:]] == [pytest.approx(0.5), pytest.approx(0.6)]
+
+
+def test_one_backbone_wording_and_one_results_label():
+    from eval.reporting import describe_backbone
+    from training.train import backbone_description
+
+    text = describe_backbone(tiny_backbone())
+    assert text.startswith("randomly initialised ViT (hidden 32, 2 blocks") and backbone_description(
+        tiny_backbone()) == text
+    assert describe_backbone("google/vit-base-patch16-224") == "google/vit-base-patch16-224"
+    assert reporting.result_label(True, True) == "random-initialised backbone, pseudo-MOS"
+    assert reporting.result_label(False, True) == "pseudo-MOS" and reporting.result_label(False, False) is None

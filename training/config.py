@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import yaml
-from transformers import ViTConfig
 
 from glia_hf.configuration_glia import LOSSES
 from glia_hf.image_processing_glia import RESIZE_FILTERS
@@ -105,31 +104,14 @@ class DataConfig:
     cpu_threads: Optional[int] = None
 
 
-#: Fields that change how a run is carried out on a machine, never what it computes; no part of a run's identity
-#: (``eval.protocols.run_identity``).
+#: Fields that change how a run is carried out, never what it computes; no part of a run's identity (eval.protocols).
 EXECUTION_FIELDS = (("data", "num_workers"), ("data", "cpu_threads"))
-#: Fields in which a resumed run (``training/train.py --resume``) may differ from the interrupted one: how it is
-#: carried out, which of its splits to run, where and how it writes, whether it is pushed to the Hub.
-#: ``data.splits_file`` is not one of them: that file holds which images train and test each split, and a resumed
-#: run must read the same one (the protocols leave it out of a run's identity for another reason: they name the
-#: file themselves, from the split recipe the identity holds).
+#: Fields in which ``--resume`` may differ from the interrupted run: execution, which splits, where and how it writes,
+#: the Hub push. Not ``data.splits_file``: it holds the splits, and a resumed run must read the same one.
 RUN_CONTROL_FIELDS = EXECUTION_FIELDS + (
     ("data", "splits"), ("output", "dir"), ("output", "run_name"), ("output", "trackers"), ("output", "log_every"),
     ("output", "overwrite"), ("output", "keep_states"), ("output", "keep_final_state"),
-    ("hub", "push_to_hub"), ("hub", "hub_model_id"), ("hub", "private"), ("hub", "split"),
-)
-
-
-def describe_backbone(backbone: Union[str, Dict[str, Any]]) -> str:
-    """The backbone in words, for captions, results files and model cards: its Hub id or directory as given, or for
-    a dict of ``ViTConfig`` fields (a randomly initialised ViT) its shape, e.g. ``"randomly initialised ViT (hidden
-    768, 12 blocks, 12 heads, patch 16, 224 px; not pre-trained)"`` (fields not in the dict: ``ViTConfig``'s
-    defaults, which are what the model gets)."""
-    if not isinstance(backbone, dict):
-        return str(backbone)
-    vit = ViTConfig(**backbone)
-    return (f"randomly initialised ViT (hidden {vit.hidden_size}, {vit.num_hidden_layers} blocks, "
-            f"{vit.num_attention_heads} heads, patch {vit.patch_size}, {vit.image_size} px; not pre-trained)")
+    ("hub", "push_to_hub"), ("hub", "hub_model_id"), ("hub", "private"), ("hub", "split"))
 
 
 def describe_resolution(resize_short_side: Optional[int], resize_resample: str = "bicubic") -> str:
@@ -614,7 +596,6 @@ __all__ = [
     "OutputConfig",
     "TrainConfig",
     "config_from_dict",
-    "describe_backbone",
     "describe_resolution",
     "EXECUTION_FIELDS",
     "RUN_CONTROL_FIELDS",

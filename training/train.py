@@ -64,14 +64,13 @@ from transformers import ViTConfig, get_constant_schedule_with_warmup, get_cosin
 import glia_hf  # noqa: F401  (registers the GLIA classes with the Auto classes and for remote code)
 from eval.metrics import RESULT_KEYS, compute_iqa_metrics
 from eval.plots import scatter_plot
-from eval.reporting import (FIT_NOTE, RESULTS_SCHEMA_VERSION, Table, describe_train_fraction, make_caption,
-                            metric_label, summarize_splits, to_markdown, write_table)
+from eval.reporting import (FIT_NOTE, RESULTS_SCHEMA_VERSION, Table, describe_backbone, describe_train_fraction,
+                            make_caption, metric_label, summarize_splits, to_markdown, write_table)
 from glia_hf import GLIAImageProcessor
 from glia_hf.data import get_score_scale, load_image, load_iqa_dataset, load_splits, make_splits, save_splits
 from glia_hf.data.scales import canonical_name
 from glia_hf.data.splits import split_indices
-from training.config import (ConfigError, TrainConfig, config_from_dict, describe_backbone, describe_resolution,
-                             flat_config, load_config)
+from training.config import ConfigError, TrainConfig, config_from_dict, describe_resolution, flat_config, load_config
 from training.model_card import fill_model_card, load_template
 
 
@@ -281,7 +280,7 @@ def backbone_argument(backbone):
 
 
 def backbone_description(backbone) -> str:
-    """The backbone in words (one wording everywhere: :func:`training.config.describe_backbone`)."""
+    """The backbone in words (one wording everywhere: :func:`eval.reporting.describe_backbone`)."""
     return describe_backbone(backbone)
 
 
