@@ -17,7 +17,8 @@ name                   paper       rows x columns
                                    default (``data.train_fraction_of: dataset``, the paper's words) or of each training
                                    split (``train_split``); the nested subsets stored in the splits file
 ``ablation_components``Table 4     (GLR, LGF) on/off x each data set: three runs per split and data set (GLR on with LGF
-                                   off is the no-interaction model, printed, not trained; see :data:`eval.protocol_tables.COMPONENTS_NOTE`)
+                                   off is the no-interaction model, printed, not trained; see
+                                   :data:`eval.protocol_tables.COMPONENTS_NOTE`)
 ``ablation_streams``   Table 5     (guidance, main) stream pairs x each data set
 ``methods``            Table 6     linear probe, full fine-tune, adapter, LoRA, VPT, GLIA with trainable parameter
                                    counts x each data set, and LoDa's row quoted from the paper (not run)
@@ -90,11 +91,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from eval import reporting
-from eval.protocol_runs import (  # the runs on disk; re-exported here, so that the protocol API is one module
-    RUN_RECORD, ProtocolError, StaleResultsError, collect, execute, execute_run,
+from eval.protocol_captions import describe_setup, get_dotted, plan_backbone, table_label
+# The runs on disk, re-exported here so that the protocol API is one module.
+from eval.protocol_runs import (RUN_RECORD, ProtocolError, StaleResultsError, collect, execute, execute_run,
                                 find_results_file, load_results, read_run_record, read_split_result,
                                 read_trainable_parameters, stale_runs)
-from eval.protocol_captions import describe_setup, get_dotted, plan_backbone, table_label
 from glia_hf.configuration_glia import GLIAConfig
 from glia_hf.data.scales import canonical_name
 from training.config import EXECUTION_FIELDS, ConfigError, config_from_dict, parse_overrides, set_dotted
