@@ -531,7 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--splits", nargs="+", type=int, default=[0, 1, 2], metavar="K")
     parser.add_argument("--out", default="outputs/protocols", help="protocol folder: runs, splits files, tables")
     parser.add_argument("--fractions", nargs="+", type=float, default=None, help="data_efficient: training fractions")
-    parser.add_argument("--methods", nargs="+", default=None, help="methods: which methods (default: every registered one, the paper's first)")
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="methods: which methods (default: every registered one, the paper's first)")
     parser.add_argument("--launcher", choices=("inprocess", "subprocess", "accelerate"), default="inprocess",
                         help="how each run is started: in this process through training.train.main, as "
                              "'python training/train.py', or through 'accelerate launch' (with --launch-args)")
