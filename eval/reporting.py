@@ -51,6 +51,10 @@ __all__ = [
     "FIT_NOTE",
     "RESULTS_SCHEMA_VERSION",
     "metric_label",
+    "RANDOM_BACKBONE_LABEL",
+    "PSEUDO_MOS_LABEL",
+    "result_label",
+    "describe_backbone",
     "describe_train_fraction",
 ]
 
@@ -71,6 +75,11 @@ FIT_NOTE = ("PLCC and RMSE after the 4-parameter logistic fit from predictions t
 #: Version of the results files (``results.json``) the training loop writes. 2: ``plcc``/``rmse`` are after the
 #: logistic fit, ``plcc_raw``/``rmse_raw`` added (version 1, unmarked, had the raw values under ``plcc``/``rmse``).
 RESULTS_SCHEMA_VERSION = 2
+
+#: The labels of results that are not what a paper's numbers are: a randomly initialised (not pre-trained)
+#: backbone, and the built-in data set's pseudo-MOS (a full-reference metric's scores, not human opinions).
+RANDOM_BACKBONE_LABEL = "random-initialised backbone"
+PSEUDO_MOS_LABEL = "pseudo-MOS"
 
 CHECK, CROSS = "✓", "✗"
 MISSING = "–"
@@ -95,6 +104,28 @@ def metric_label(metric):
 
 
 _metric_label = metric_label
+
+
+def describe_backbone(backbone):
+    """The backbone in words, for captions, results files and model cards: its Hub id or directory as given, or for
+    a dict of config fields (a randomly initialised backbone of the family its ``model_type`` names, ViT when absent)
+    its shape, e.g. ``"randomly initialised ViT (hidden 768, 12 blocks, 12 heads, patch 16, 224 px)"`` (fields not
+    in the dict: the family config's defaults, which are what the model gets)."""
+    if not isinstance(backbone, dict):
+        return str(backbone)
+    from glia_hf.backbones import backbone_config_from, backbone_spec  # here: the tables themselves need only numpy
+
+    config = backbone_config_from(backbone)
+    return (f"randomly initialised {backbone_spec(config).family} (hidden {config.hidden_size}, "
+            f"{config.num_hidden_layers} blocks, {config.num_attention_heads} heads, patch {config.patch_size}, "
+            f"{config.image_size} px)")
+
+
+def result_label(random_backbone, pseudo_mos):
+    """The label of results, for captions, results files and model cards: ``"random-initialised backbone,
+    pseudo-MOS"``, either half alone, or ``None`` when neither holds."""
+    parts = [RANDOM_BACKBONE_LABEL] * bool(random_backbone) + [PSEUDO_MOS_LABEL] * bool(pseudo_mos)
+    return ", ".join(parts) or None
 
 
 def describe_train_fraction(fraction, of="dataset", train_ratio=None):

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from eval import protocols, reporting
+from eval import protocol_tables, protocols, reporting
 from eval.protocols import ProtocolError, expand
 from tests.conftest import tiny_vit_config
 
@@ -84,13 +84,13 @@ def test_every_protocol_expands_into_the_expected_runs(tmp_path, builtin_base):
         ("builtin-glia-lgf0-glr0-s0", False, False)]
     streams = expand("ablation_streams", [builtin_base], splits=[0], out=out)
     assert [(r.config["model"]["glia"]["guidance_stream"], r.config["model"]["glia"]["main_stream"])
-            for r in streams.runs] == list(protocols.STREAM_ROWS)
+            for r in streams.runs] == list(protocol_tables.STREAM_ROWS)
     efficient = expand("data_efficient", [builtin_base], splits=[0], out=out)
     assert [r.config["data"]["train_fraction"] for r in efficient.runs] == [0.2, 0.4, 0.6]
     assert [r.name for r in efficient.runs] == ["builtin-glia-frac0.2-s0", "builtin-glia-frac0.4-s0",
                                                 "builtin-glia-frac0.6-s0"]
     methods = expand("methods", [builtin_base], splits=[0], out=out)
-    assert [r.config["model"]["method"] for r in methods.runs] == list(protocols.DEFAULT_METHODS)
+    assert [r.config["model"]["method"] for r in methods.runs] == list(protocol_tables.default_methods())
     # Every run of a data set reads the same splits file.
     files = {r.config["data"]["splits_file"] for p in (components, streams, efficient, methods) for r in p.runs}
     assert len(files) == 1 and files.pop().startswith(str(out / "splits"))
@@ -117,8 +117,8 @@ def test_cross_with_one_builtin_config_uses_two_disjoint_parts(tmp_path, builtin
     assert first["dataset"] == first["test_dataset"] == "builtin"
     assert not set(train["scenes"]) & set(test["scenes"])
     assert not set(train["distortions"]) & set(test["distortions"])
-    assert set(train["distortions"]) | set(test["distortions"]) == set(protocols.STRUCTURAL_DISTORTIONS) | set(
-        protocols.PHOTOMETRIC_DISTORTIONS)
+    assert set(train["distortions"]) | set(test["distortions"]) == set(protocol_tables.STRUCTURAL_DISTORTIONS) | set(
+        protocol_tables.PHOTOMETRIC_DISTORTIONS)
     second = plan.runs[2].config["data"]
     assert second["dataset_options"] == test and second["test_dataset_options"] == train
     assert first["splits_file"] != second["splits_file"]  # two data sets, two splits files
@@ -227,11 +227,11 @@ def test_tables_follow_the_paper_layout(tmp_path, builtin_base):
     assert rows[0] == ["GLR", "LGF", "builtin PLCC", "builtin PLCC mean", "builtin PLCC std", "builtin SRCC",
                        "builtin SRCC mean", "builtin SRCC std"]
     assert [r[:2] for r in rows[1:]] == [["✓", "✗"], ["✗", "✓"], ["✓", "✓"], ["✗", "✗ (our addition)"]]
-    assert rows[1][2:] == [protocols.SAME_AS_NO_INTERACTION, "", ""] * 2  # printed, not trained
+    assert rows[1][2:] == [protocol_tables.SAME_AS_NO_INTERACTION, "", ""] * 2  # printed, not trained
     assert float(rows[3][5]) == pytest.approx(0.8)  # both modules: median SRCC of 0.7, 0.8, 0.9
     assert float(rows[4][5]) == pytest.approx(0.1) and float(rows[4][2]) == pytest.approx(0.6)
     assert "| ✓ | ✗ | = no interaction (see note) |" in markdown
-    assert protocols.COMPONENTS_NOTE in markdown and "our addition" in protocols.COMPONENTS_NOTE
+    assert protocol_tables.COMPONENTS_NOTE in markdown and "our addition" in protocol_tables.COMPONENTS_NOTE
     assert markdown.startswith("**Table 4.**")
     assert "over 3 splits" in markdown and "backbone: randomly initialised ViT (hidden 32, 2 blocks" in markdown
     assert "[random-initialised backbone, pseudo-MOS]" in markdown
@@ -250,8 +250,8 @@ def test_tables_follow_the_paper_layout(tmp_path, builtin_base):
         ("GLIA (ours)", 5_000_000)]
     assert "| GLIA (ours) | 5.00M | 0.700 (0.700 ± 0.000) |" in markdown
     # LoDa's row is quoted, marked as such; the paper has no number for the built-in set.
-    assert rows[-1][:2] == [protocols.LODA_ROW_LABEL, "9M (quoted)"] and set(rows[-1][2:]) == {""}
-    assert protocols.METHODS_NOTE in markdown and "detail stream" in markdown and "Sample" in markdown
+    assert rows[-1][:2] == [protocol_tables.LODA_ROW_LABEL, "9M (quoted)"] and set(rows[-1][2:]) == {""}
+    assert protocol_tables.METHODS_NOTE in markdown and "detail stream" in markdown and "Sample" in markdown
 
     plan = expand("data_efficient", [builtin_base], splits=[0, 1], out=out)
     fake_results(plan, lambda run: (run.cell.row[0], 0.5))
@@ -269,7 +269,7 @@ def test_tables_follow_the_paper_layout(tmp_path, builtin_base):
     plan = expand("ablation_streams", [builtin_base], splits=[0], out=out)
     fake_results(plan, lambda run: (0.5, 0.5))
     markdown, rows = table_lines(plan)
-    assert [r[:2] for r in rows[1:]] == [list(pair) for pair in protocols.STREAM_ROWS]
+    assert [r[:2] for r in rows[1:]] == [list(pair) for pair in protocol_tables.STREAM_ROWS]
     assert "over 1 split " in markdown
 
     plan = expand("cross", [builtin_base], splits=[0, 1, 2], out=out)
@@ -341,7 +341,7 @@ def test_ablation_protocol_end_to_end(tmp_path, tiny_csv, capsys):
     rows = list(csv.reader((out / "table4_ablation_components.csv").open()))
     assert [r[:2] for r in rows[1:]] == [["✓", "✗"], ["✗", "✓"], ["✓", "✓"], ["✗", "✗ (our addition)"]]
     # Trained rows have results (PLCC is NaN here: 3 test images are too few for the 4-parameter fit).
-    assert all(r[5] not in ("", "nan", protocols.SAME_AS_NO_INTERACTION) for r in rows[2:])
+    assert all(r[5] not in ("", "nan", protocol_tables.SAME_AS_NO_INTERACTION) for r in rows[2:])
     markdown = (out / "table4_ablation_components.md").read_text()
     assert "over 1 split" in markdown and "[random-initialised backbone]" in markdown
 
@@ -426,7 +426,7 @@ def test_methods_table_quotes_lodas_row_for_kadid_and_koniq(tmp_path):
     fake_results(plan, lambda run: (0.9, 0.92))
     table = protocols.build_table(plan)
     labels, values = table.rows[-1]
-    assert labels == [protocols.LODA_ROW_LABEL]
+    assert labels == [protocol_tables.LODA_ROW_LABEL]
     assert table.columns == ["Trainable params", "kadid10k SRCC", "kadid10k PLCC", "koniq10k SRCC", "koniq10k PLCC"]
     assert values == ["9M (quoted)", 0.931, 0.936, 0.932, 0.944]  # paper Table 6
     assert "quoted from the paper's Table 6" in table.caption and "not run" in table.caption
@@ -496,3 +496,82 @@ def test_streams_table_warns_when_the_two_streams_coincide(tmp_path):
     assert "the same picture" in " ".join(expand("ablation_streams", [small], splits=[0], out=tmp_path).notes)
     large = write_base(tmp_path / "l.yaml", {"dataset": "builtin", "dataset_options": {"size": 384}})
     assert not expand("ablation_streams", [large], splits=[0], out=tmp_path).notes
+
+
+# ------------------------------------------------------------------------------------------------ registry and identity
+
+
+#: Run ids computed with eval/protocols.py before it became one Protocol object per table (commit 0afc7df), for the
+#: builtin base config of these tests, split 0. A changed id would orphan every finished run on disk.
+PINNED_RUN_IDS = {
+    "intra": ["builtin-glia-s0-52341727"],
+    "cross": ["builtin-structural-glia-to-builtin-photometric-s0-2f01ce9b",
+              "builtin-photometric-glia-to-builtin-structural-s0-7d0aa7e7"],
+    "data_efficient": ["builtin-glia-frac0.2-s0-65c0b22c", "builtin-glia-frac0.4-s0-960bd8a6",
+                       "builtin-glia-frac0.6-s0-98d70e2b"],
+    "ablation_components": ["builtin-glia-lgf1-glr0-s0-61930267", "builtin-glia-s0-52341727",
+                            "builtin-glia-lgf0-glr0-s0-9d79fefd"],
+    "ablation_streams": ["builtin-glia-guide-semantic-main-semantic-s0-a09e3902",
+                         "builtin-glia-guide-detail-main-detail-s0-8342b7e1", "builtin-glia-s0-52341727",
+                         "builtin-glia-guide-detail-main-semantic-s0-c8895ffb"],
+    "methods": ["builtin-linear_probe-s0-6b26e560", "builtin-full_finetune-s0-dab4e217", "builtin-adapter-s0-af129568",
+                "builtin-lora-s0-8421ef2a", "builtin-vpt-s0-54b783c4", "builtin-glia-s0-52341727"],
+}
+
+
+@pytest.mark.parametrize("table", sorted(PINNED_RUN_IDS))
+def test_run_ids_of_finished_runs_do_not_change(tmp_path, builtin_base, table):
+    plan = expand(table, [builtin_base], splits=[0], out=tmp_path / "out",
+                  methods=list(protocol_tables.PAPER_METHOD_LABELS))
+    assert [run.run_id for run in plan.unique_runs()] == PINNED_RUN_IDS[table]
+
+
+def test_a_table_is_one_registration(tmp_path, builtin_base, monkeypatch, capsys):
+    """A throw-away protocol registered here expands, refuses overrides of its keys, dry-runs and builds its table."""
+    protocols.registered_protocols()  # the paper's six first, then keep the registry change inside this test
+    monkeypatch.setattr(protocols, "_PROTOCOLS", dict(protocols._PROTOCOLS))
+
+    def cells(bases, options):
+        return [protocols.glia_cell(b, (depth,), b.source.label, glia_layers=[depth])
+                for depth in (0, 1) for b in bases], ["Throw-away note."]
+
+    def table(plan, results, context):
+        nested = {f"GLIA block after layer {c.row[0]}": {c.column: results[i]} for i, c in enumerate(plan.cells)}
+        return reporting.intra_dataset_table(nested, **context.layout())
+
+    protocols.register_protocol(protocols.Protocol(
+        name="depth_probe", file_stem="table9_depth", title="Table 9", build_cells=cells, build_table=table,
+        defining_keys=("model.method", "model.glia.glia_layers"), note="Not in the paper.",
+    ))
+    with pytest.raises(ValueError, match="clashes"):
+        protocols.register_protocol(protocols.Protocol(
+            name="depth_probe", file_stem="other", title="Table 9", build_cells=cells, build_table=table))
+
+    out = tmp_path / "out"
+    assert protocols.main(["depth_probe", "--base-config", str(builtin_base), "--splits", "0", "--out", str(out),
+                           "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "depth_probe: 2 cells x 1 splits = 2 runs (2 distinct)" in printed
+    assert printed.count("[to run]") == 2 and '"model.glia.glia_layers": [1]' in printed
+    with pytest.raises(ProtocolError, match="depth_probe"):
+        expand("depth_probe", [builtin_base], out=out, overrides=["--model.glia.glia_layers", "[0]"])
+
+    plan = expand("depth_probe", [builtin_base], splits=[0], out=out)
+    fake_results(plan, lambda run: (0.5 + 0.1 * run.cell.row[0], 0.6))
+    markdown, rows = table_lines(plan)
+    assert (out / "table9_depth.md").is_file() and markdown.startswith("**Table 9.**")
+    assert "Throw-away note." in markdown and markdown.rstrip().count("Not in the paper.") == 1
+    assert [r[0] for r in rows[1:]] == ["GLIA block after layer 0", "GLIA block after layer 1"]
+    assert [float(r[1]) for r in rows[1:]] == [pytest.approx(0.5), pytest.approx(0.6)]
+
+
+def test_one_backbone_wording_and_one_results_label():
+    from eval.reporting import describe_backbone
+    from training.train import backbone_description
+
+    text = describe_backbone(tiny_backbone())
+    assert text.startswith("randomly initialised ViT (hidden 32, 2 blocks") and backbone_description(
+        tiny_backbone()) == text
+    assert describe_backbone("google/vit-base-patch16-224") == "google/vit-base-patch16-224"
+    assert reporting.result_label(True, True) == "random-initialised backbone, pseudo-MOS"
+    assert reporting.result_label(False, True) == "pseudo-MOS" and reporting.result_label(False, False) is None

@@ -109,6 +109,16 @@ class DataConfig:
     cpu_threads: Optional[int] = None
 
 
+#: Fields that change how a run is carried out, never what it computes; no part of a run's identity (eval.protocols).
+EXECUTION_FIELDS = (("data", "num_workers"), ("data", "cpu_threads"))
+#: Fields in which ``--resume`` may differ from the interrupted run: execution, which splits, where and how it writes,
+#: the Hub push. Not ``data.splits_file``: it holds the splits, and a resumed run must read the same one.
+RUN_CONTROL_FIELDS = EXECUTION_FIELDS + (
+    ("data", "splits"), ("output", "dir"), ("output", "run_name"), ("output", "trackers"), ("output", "log_every"),
+    ("output", "overwrite"), ("output", "keep_states"), ("output", "keep_final_state"),
+    ("hub", "push_to_hub"), ("hub", "hub_model_id"), ("hub", "private"), ("hub", "split"))
+
+
 def describe_resolution(resize_short_side: Optional[int], resize_resample: str = "bicubic") -> str:
     """The resolution of a recipe for captions and model cards: ``"native resolution"`` or e.g.
     ``"384 px short side (bicubic resize)"``; reads after "images at"."""
@@ -694,6 +704,8 @@ __all__ = [
     "describe_resolution",
     "config_help",
     "field_descriptions",
+    "EXECUTION_FIELDS",
+    "RUN_CONTROL_FIELDS",
     "flat_config",
     "load_config",
     "parse_overrides",

@@ -64,15 +64,15 @@ from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_
 import glia_hf  # noqa: F401  (registers the GLIA classes with the Auto classes and for remote code)
 from eval.metrics import RESULT_KEYS, compute_iqa_metrics
 from eval.plots import scatter_plot, training_curve_plot
-from eval.reporting import (FIT_NOTE, RESULTS_SCHEMA_VERSION, Table, describe_train_fraction, make_caption,
-                            metric_label, summarize_splits, to_markdown, write_table)
+from eval.reporting import (FIT_NOTE, RESULTS_SCHEMA_VERSION, Table, describe_backbone, describe_train_fraction,
+                            make_caption, metric_label, summarize_splits, to_markdown, write_table)
 from glia_hf import GLIAImageProcessor
 from glia_hf.data import get_score_scale, load_image, load_iqa_dataset, load_splits, make_splits, save_splits
 from glia_hf.data.scales import canonical_name
 from glia_hf.data.splits import split_indices
 from training.config import (
-    ConfigError, TrainConfig, available_cpus, config_from_dict, config_help, describe_resolution, flat_config,
-    load_config, resolve_num_workers,
+    RUN_CONTROL_FIELDS, ConfigError, TrainConfig, available_cpus, config_from_dict, config_help, describe_resolution,
+    flat_config, load_config, resolve_num_workers,
 )
 from training.errors import DiskFull, RunInterrupted, is_disk_full, run_cli
 
@@ -80,11 +80,6 @@ from training.errors import DiskFull, RunInterrupted, is_disk_full, run_cli
 logger = logging.getLogger("glia_hf.training")
 
 STATE_MARKER = "STATE_COMPLETE"
-# Fields that may differ between an interrupted run and its --resume without changing what is computed.
-RUN_CONTROL_FIELDS = {("data", "num_workers"), ("data", "cpu_threads"), ("data", "splits"), ("output", "dir"),
-                      ("output", "run_name"), ("output", "trackers"), ("output", "log_every"), ("hub", "push_to_hub"),
-                      ("hub", "hub_model_id"), ("hub", "private"), ("hub", "split"), ("output", "overwrite"),
-                      ("output", "keep_states"), ("output", "keep_final_state")}
 
 
 # =================================================================================================== trackers
@@ -284,15 +279,8 @@ def backbone_argument(backbone):
 
 
 def backbone_description(backbone) -> str:
-    if isinstance(backbone, dict):
-        from glia_hf.backbones import backbone_config_from, backbone_spec
-
-        vit = backbone_config_from(backbone)
-        return (
-            f"random-initialised {backbone_spec(vit).family} (hidden {vit.hidden_size}, {vit.num_hidden_layers} "
-            f"blocks, {vit.image_size} px, patch {vit.patch_size}; not pre-trained)"
-        )
-    return str(backbone)
+    """The backbone in words (one wording everywhere: :func:`eval.reporting.describe_backbone`)."""
+    return describe_backbone(backbone)
 
 
 def resolution_of(config: TrainConfig) -> str:
