@@ -333,16 +333,18 @@ def _looks_like_path(name: str) -> bool:
 def check_backbone(backbone) -> None:
     """Fail fast, with a :class:`ConfigError` naming ``model.backbone``, when the backbone cannot be had.
 
-    A dict must be valid ``ViTConfig`` fields; a local directory must hold ``config.json``; a Hub id must be in the
+    A dict must be valid config fields of its family (``model_type``, ViT when absent); a local directory must hold ``config.json``; a Hub id must be in the
     local Hugging Face cache or, when the Hub may be reached (``HF_HUB_OFFLINE`` unset), be fetchable: its
     ``config.json`` is fetched once here, so that an unreachable Hub costs one request instead of the retries of
     every file of the checkpoint.
     """
     if isinstance(backbone, dict):
+        from glia_hf.backbones import backbone_config_from
+
         try:
-            ViTConfig(**backbone)
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f"model.backbone: these ViTConfig fields are not valid ({error})") from None
+            backbone_config_from(backbone)
+        except (TypeError, ValueError, KeyError) as error:
+            raise ConfigError(f"model.backbone: these backbone config fields are not valid ({error})") from None
         return
     name = str(backbone)
     fix = ("set model.backbone (--model.backbone) to a local directory holding a ViT checkpoint (config.json and "
