@@ -72,7 +72,8 @@ from glia_hf.data.scales import canonical_name
 from glia_hf.data.splits import split_indices
 from training.config import ConfigError, TrainConfig, config_from_dict, describe_resolution, flat_config, load_config
 from training.data import (  # noqa: F401  (re-exported: the data path lives in training/data.py)
-    EpochSampler, EvalCollator, IQAImageDataset, TrainCollator, _batch, _worker_init,
+    EpochSampler, EvalCollator, IQAImageDataset, SemanticCache, TrainCollator, _batch, _worker_init,
+    semantic_cache_key, semantic_cache_reason,
 )
 from training.model_card import fill_model_card, load_template
 
@@ -86,7 +87,7 @@ STATE_MARKER = "STATE_COMPLETE"
 RUN_CONTROL_FIELDS = {("data", "num_workers"), ("data", "cpu_threads"), ("data", "splits"), ("output", "dir"),
                       ("output", "run_name"), ("output", "trackers"), ("output", "log_every"), ("hub", "push_to_hub"),
                       ("hub", "hub_model_id"), ("hub", "private"), ("hub", "split"), ("output", "overwrite"),
-                      ("output", "keep_states"), ("output", "keep_final_state")}
+                      ("output", "keep_states"), ("output", "keep_final_state"), ("data", "cache_semantic")}
 
 
 # =================================================================================================== trackers
@@ -298,6 +299,7 @@ class Run:
         self.epochs_this_invocation = 0
         self.on_epoch_end: Optional[Callable[[int, int], None]] = None
         self.scale = None
+        self.semantic_caches: Dict[str, SemanticCache] = {}  # by key; kept across splits while the key holds
 
     # ----------------------------------------------------------------------------------------------- data
 
@@ -356,18 +358,20 @@ class Run:
                       pin_memory=torch.cuda.is_available())
         train_loader = DataLoader(
             IQAImageDataset(train["image"], train["mos"], config.augmentation.hflip, config.augmentation.vflip,
-                            resize=processor.resize_image),
+                            resize=processor.resize_image, ids=train_rows),
             batch_size=micro_batch, sampler=sampler, drop_last=config.optim.drop_last,
             collate_fn=TrainCollator(processor, config.augmentation.random_offsets), **common,
         )
-        test_loader = self.eval_loader(self.dataset.select(test_rows), processor)
+        test_loader = self.eval_loader(self.dataset.select(test_rows), processor, ids=test_rows)
         return train_loader, sampler, test_loader, train_rows, test_rows
 
-    def eval_loader(self, rows, processor: GLIAImageProcessor, num_views: Optional[int] = None) -> DataLoader:
+    def eval_loader(self, rows, processor: GLIAImageProcessor, num_views: Optional[int] = None,
+                    ids: Optional[Sequence[int]] = None) -> DataLoader:
+        """A test loader of ``rows``; ``ids`` are their image ids in the semantic cache (default: positions)."""
         processes = self.accelerator.num_processes
         batch = math.ceil(self.config.eval.batch_size / processes) * processes  # split_batches needs a multiple
         return DataLoader(
-            IQAImageDataset(rows["image"], rows["mos"], resize=processor.resize_image), batch_size=batch,
+            IQAImageDataset(rows["image"], rows["mos"], resize=processor.resize_image, ids=ids), batch_size=batch,
             shuffle=False,
             collate_fn=EvalCollator(processor, num_views or self.config.eval.num_views, self.config.eval.seed),
             num_workers=self.config.data.num_workers, worker_init_fn=_worker_init,
@@ -399,6 +403,7 @@ class Run:
             resize_resample=config.data.resize_resample,
         )
         train_loader, sampler, test_loader, train_rows, test_rows = self.loaders(split, processor)
+        cache = self.semantic_cache(model, processor, self.dataset["image"], split)
 
         trainable = [p for p in model.parameters() if p.requires_grad]
         num_trainable, num_total = sum(p.numel() for p in trainable), sum(p.numel() for p in model.parameters())
@@ -439,7 +444,7 @@ class Run:
                 self.epochs_this_invocation >= self.args.max_epochs_this_invocation
             ):
                 raise StopRun()
-            self.train_epoch(model, optimizer, scheduler, train_loader, trainable, split, epoch)
+            self.train_epoch(model, optimizer, scheduler, train_loader, trainable, split, epoch, cache)
             self.epochs_this_invocation += 1
             self.progress.epoch = epoch + 1
             self.progress.seconds = previous_seconds + time.perf_counter() - started
@@ -448,14 +453,19 @@ class Run:
             if self.on_epoch_end is not None:
                 self.on_epoch_end(split, epoch + 1)
 
-        calibration = self.calibrate(model, processor, train_rows, split) if config.eval.calibrate else None
-        predictions = self.predict(model, test_loader, len(test_rows), f"split {split}: test")
+        calibration = self.calibrate(model, processor, train_rows, split, cache) if config.eval.calibrate else None
+        predictions = self.predict(model, test_loader, len(test_rows), f"split {split}: test", cache)
+        if cache is not None:
+            accelerator.print(f"split {split}: semantic cache holds {len(cache)} image orientation(s), "
+                              f"{cache.nbytes / 2**20:.1f} MiB; {cache.hits} hits, {cache.misses} computed")
         result = self.finish_split(split, model, processor, test_rows, predictions, train_rows,
                                    num_trainable, num_total)
         result["calibration"] = calibration
         if self.cross is not None:
             cross_loader = accelerator.prepare(self.eval_loader(self.cross, processor))
-            cross_predictions = self.predict(model, cross_loader, len(self.cross), f"split {split}: {self.cross_name}")
+            cross_cache = self.semantic_cache(model, processor, self.cross["image"], split, quiet=True)
+            cross_predictions = self.predict(model, cross_loader, len(self.cross), f"split {split}: {self.cross_name}",
+                                             cross_cache)
             result["cross"] = {self.cross_name: self.write_predictions(
                 split, self.cross, list(range(len(self.cross))), cross_predictions, f"cross-{self.cross_name}")}
         result["wall_time_seconds"] = previous_seconds + time.perf_counter() - started
@@ -471,17 +481,62 @@ class Run:
         accelerator.free_memory()  # drop this split's model/optimizer/loaders from the accelerator before the next
         return result
 
-    def train_epoch(self, model, optimizer, scheduler, loader, trainable, split: int, epoch: int) -> None:
+    # ----------------------------------------------------------------------------------------------- semantic cache
+
+    def semantic_cache(self, model, processor, images, split: int, quiet: bool = False) -> Optional[SemanticCache]:
+        """The semantic cache for ``images`` (an ordered list of paths; cache ids are positions in it), or ``None``
+        when ``data.cache_semantic`` is off or does not apply to this model (the reason is printed once).
+
+        A cache made for an earlier split is reused when its key (backbone weights, processor, images, precision)
+        is the same, as it is for every split of a run (the backbone is frozen and built from the same seed).
+        """
+        unwrapped = self.accelerator.unwrap_model(model)
+        reason = semantic_cache_reason(self.config, unwrapped)
+        if reason is not None:
+            if not quiet:
+                self.accelerator.print(f"split {split}: semantic cache off ({reason})")
+            return None
+        key = semantic_cache_key(unwrapped, processor, images, self.accelerator.mixed_precision)
+        if key not in self.semantic_caches:
+            self.semantic_caches[key] = SemanticCache(key)
+            if not quiet:
+                self.accelerator.print(f"split {split}: semantic cache on (guidance tokens computed once per image "
+                                       "and orientation, kept in host memory, float32)")
+        return self.semantic_caches[key]
+
+    def guidance(self, model, batch, cache: Optional[SemanticCache]) -> dict:
+        """``{"guidance_hidden_states": tokens}`` of a batch from ``cache`` (filling it), or ``{}`` without one.
+
+        The missing tokens are computed by the unwrapped model's ``encode_guidance`` under the accelerator's
+        autocast, as the model's own forward would compute them.
+        """
+        if cache is None:
+            return {}
+        encode = self.accelerator.unwrap_model(model).glia.encode_guidance
+
+        def encode_in_precision(pixel_values):
+            with self.accelerator.autocast():
+                return encode(pixel_values)
+
+        tokens = cache.lookup(batch["image_id"], batch["orientation"], batch["pixel_values"], encode_in_precision)
+        return {"guidance_hidden_states": tokens}
+
+    # ----------------------------------------------------------------------------------------------- epochs
+
+    def train_epoch(self, model, optimizer, scheduler, loader, trainable, split: int, epoch: int,
+                    cache: Optional[SemanticCache] = None) -> None:
+        """One epoch. The host reads the loss only every ``output.log_every`` optimiser steps and at the epoch's
+        end, so that the device is never waited for in between."""
         config, accelerator = self.config, self.accelerator
         model.train()
         loader.set_epoch(epoch)
         bar = tqdm(loader, desc=f"split {split} epoch {epoch + 1}/{config.optim.epochs}",
                    disable=not accelerator.is_local_main_process, leave=False, dynamic_ncols=True)
-        window, epoch_losses = [], []
+        window, step_losses = [], []
         for batch in bar:
             with accelerator.accumulate(model):
                 outputs = model(pixel_values=batch["pixel_values"], fragment_values=batch["fragment_values"],
-                                labels=batch["labels"])
+                                labels=batch["labels"], **self.guidance(model, batch, cache))
                 accelerator.backward(outputs.loss)
                 if accelerator.sync_gradients and config.optim.max_grad_norm:
                     accelerator.clip_grad_norm_(trainable, config.optim.max_grad_norm)
@@ -491,16 +546,16 @@ class Run:
             window.append(outputs.loss.detach())
             if accelerator.sync_gradients:
                 self.progress.step += 1
-                loss = accelerator.reduce(torch.stack(window).mean(), reduction="mean").item()
+                step_losses.append(torch.stack(window).mean())
                 window = []
-                epoch_losses.append(loss)
-                bar.set_postfix(loss=f"{loss:.4f}")
                 if self.progress.step % config.output.log_every == 0:
+                    loss = accelerator.reduce(step_losses[-1], reduction="mean").item()
+                    bar.set_postfix(loss=f"{loss:.4f}")
                     accelerator.log({f"split-{split}/train/loss": loss,
                                      f"split-{split}/train/lr": scheduler.get_last_lr()[0]}, step=self.progress.step)
         bar.close()
-        if epoch_losses:
-            mean_loss = float(np.mean(epoch_losses))
+        if step_losses:
+            mean_loss = accelerator.reduce(torch.stack(step_losses).float().mean(), reduction="mean").item()
             accelerator.log({f"split-{split}/train/epoch_loss": mean_loss, f"split-{split}/epoch": epoch + 1},
                             step=self.progress.step)
             accelerator.print(f"split {split} epoch {epoch + 1}/{config.optim.epochs}: mean loss {mean_loss:.4f}")
@@ -519,15 +574,16 @@ class Run:
                 shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
 
-    def calibrate(self, model, processor, train_rows, split: int) -> Optional[Dict[str, float]]:
+    def calibrate(self, model, processor, train_rows, split: int,
+                  cache: Optional[SemanticCache] = None) -> Optional[Dict[str, float]]:
         """Fit ``label = a * prediction + b`` on the training images and fold it into the head (see ``eval.calibrate``).
 
         Every process gathers the same predictions, so every copy of the model gets the same map. A fit that would
         reverse the ranking (``a <= 0``) is not applied.
         """
         rows = self.dataset.select(train_rows)
-        loader = self.accelerator.prepare(self.eval_loader(rows, processor, num_views=1))
-        scores = self.predict(model, loader, len(rows), f"split {split}: calibration")
+        loader = self.accelerator.prepare(self.eval_loader(rows, processor, num_views=1, ids=train_rows))
+        scores = self.predict(model, loader, len(rows), f"split {split}: calibration", cache)
         head = self.accelerator.unwrap_model(model)
         low, high = head.config.score_min, head.config.score_max
         predicted, target = (scores - low) / (high - low), (np.asarray(rows["mos"], dtype=np.float64) - low) / (high - low)
@@ -539,14 +595,16 @@ class Run:
         return {"scale": float(scale), "shift": float(shift)}
 
     @torch.no_grad()
-    def predict(self, model, loader, expected: int, description: str) -> np.ndarray:
+    def predict(self, model, loader, expected: int, description: str,
+                cache: Optional[SemanticCache] = None) -> np.ndarray:
         """Scores of every image of a prepared test loader, in row order, gathered from all processes."""
         accelerator = self.accelerator
         model.eval()
         scores, indices = [], []
         for batch in tqdm(loader, desc=description, disable=not accelerator.is_local_main_process, leave=False,
                           dynamic_ncols=True):
-            outputs = model(pixel_values=batch["pixel_values"], fragment_values=batch["fragment_values"])
+            outputs = model(pixel_values=batch["pixel_values"], fragment_values=batch["fragment_values"],
+                            **self.guidance(model, batch, cache))
             score, index = accelerator.gather_for_metrics((outputs.score.float(), batch["index"]))
             scores.append(score.cpu().double())
             indices.append(index.cpu())
