@@ -223,3 +223,41 @@ def test_cache_semantic_is_a_run_control_field():
     assert config.data.cache_semantic is False
     assert json.loads(json.dumps(config.to_dict()))["data"]["cache_semantic"] is False
     assert ("data", "cache_semantic") in RUN_CONTROL_FIELDS
+
+
+def test_benchmark_smoke_writes_every_row(tmp_path, iqa_csv):  # noqa: F811
+    """benchmarks/bench_train.py at the tiny size on 8 images: the JSON has the documented schema and every row name
+    (its timings are not asserted)."""
+    import importlib.util
+
+    from tests.test_training import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("bench_train", REPO_ROOT / "benchmarks" / "bench_train.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    bench.main(["--size", "tiny", "--epoch-images", "8", "--repeats", "1", "--warmup", "0", "--workers", "0",
+                "--threads", "1", "--data-csv", str(iqa_csv), "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert {"device", "dtype", "batch", "rows"} <= set(result) and result["device"] == "cpu"
+    assert result["dtype"] == "fp32" and result["batch"] == 4
+    names = [row["what"] for row in result["rows"]]
+    required = ["plain_forward", "glia_inference", "glia_inference_15_views", "glia_train", "glia_train_cached",
+                "lora_train", "adapter_train", "vpt_train", "linear_probe_train", "full_finetune_train", "glia_epoch",
+                "glia_epoch_cached", "glia_epoch_cached_3_views", "lora_epoch", "lora_epoch_3_views",
+                "semantic_cache_fill", "data_jpeg_1024", "data_png_512"]
+    assert set(required) <= set(names) and len(names) == len(set(names))
+    assert "data_cached" not in names  # no decoded-image cache is built: the row is left out, not faked
+    by_name = {row["what"]: row for row in result["rows"]}
+    for row in result["rows"]:
+        assert {"what", "images_per_second", "gflop_per_image", "ratio", "fraction_of_limit",
+                "peak_memory_gib"} <= set(row)
+        assert row["images_per_second"] > 0 and row["peak_memory_gib"] is None  # no peak memory on the CPU
+    for name in ("lora_train", "lora_epoch", "lora_epoch_3_views", "plain_forward"):
+        assert by_name[name]["ratio"] == 1.0 and by_name[name]["fraction_of_limit"] == 1.0
+    # The multiply-adds: passing the guidance tokens in removes the semantic pass from a GLIANet step.
+    assert by_name["glia_train_cached"]["gflop_per_image"] < by_name["glia_train"]["gflop_per_image"]
+    assert by_name["glia_epoch_cached"]["comparator"] == "lora_epoch"
+    assert by_name["glia_epoch_cached_3_views"]["comparator"] == "lora_epoch_3_views"
+    assert by_name["glia_inference"]["fraction_of_limit"] == pytest.approx(
+        by_name["glia_inference"]["ratio"] / by_name["glia_inference"]["limit"])
