@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks, in one short run on a lent machine (see /work/.library/device): results land in $OUT.
-#   1. speed and memory of GLIANet next to a plain ViT-B/16 (bf16, batch 128, forward and training step);
+#   1. speed and memory of GLIANet next to a plain ViT-B/16 (bf16, batch 128, forward and training step) and the
+#      unified benchmark benchmarks/bench_train.py (its epoch rows in 3b, once the built-in set exists);
 #   2. the test suite against that machine's library versions (transformers 5.17, torch 2.11, peft, accelerate);
 #   3. the built-in data set's build time on 2 cores (taskset), the bound;
 #   4. training on the GPU through the one loop: ViT-B/16-sized random backbone, built-in set, bf16.
@@ -15,6 +16,10 @@ export HF_HUB_DISABLE_PROGRESS_BARS=1
 
 echo "== 1. benchmark"
 timeout 150 python3 benchmarks/bench_forward.py --device cuda --dtype bf16 --batch-size 128 --train --repeats 10 --warmup 3 2>&1 | tee "$OUT/bench_gpu.txt"
+# The unified benchmark (rows, ratios, fraction of the FLOP limit, peak memory); the epoch rows on the built-in set's
+# first 64 images need that set built (step 3 builds it), so they run after it, in step 3b.
+timeout 200 python3 benchmarks/bench_train.py --size base --device cuda --dtype bf16 --batch-size 128 --repeats 3 \
+  --warmup 1 --skip-epochs --json "$OUT/bench_train_gpu.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_train_gpu.txt"
 
 echo "== 2. tests"
 timeout 200 python3 -m pytest -q -p no:cacheprovider --timeout 150 -x 2>&1 | tail -25 | tee "$OUT/pytest_gpu_machine.txt"
@@ -22,6 +27,11 @@ timeout 200 python3 -m pytest -q -p no:cacheprovider --timeout 150 -x 2>&1 | tai
 echo "== 3. built-in set on 2 cores"
 /usr/bin/time -v taskset -c 0,1 python3 -c "from glia_hf.data import build_builtin_dataset as b; print(b(progress=False))" \
   > "$OUT/builtin_build.txt" 2>&1; grep -E "Elapsed|User time|System time|builtin" "$OUT/builtin_build.txt"
+
+echo "== 3b. epochs through the training loop (ViT-B/16, bf16, 64 built-in images, batch 32, 4 workers)"
+timeout 200 python3 benchmarks/bench_train.py --size base --device cuda --dtype bf16 --batch-size 32 --repeats 2 \
+  --warmup 1 --workers 4 --json "$OUT/bench_train_gpu_epochs.json" 2>&1 | grep -v "it/s\]" | tail -25 \
+  | tee "$OUT/bench_train_gpu_epochs.txt"
 
 echo "== 4. training on the GPU"
 timeout 180 accelerate launch --num_processes 1 --mixed_precision bf16 training/train.py \

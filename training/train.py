@@ -57,7 +57,7 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from accelerate.tracking import GeneralTracker
 from accelerate.utils import ProjectConfiguration, set_seed
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
@@ -67,7 +67,7 @@ from eval.plots import scatter_plot, training_curve_plot
 from eval.reporting import (FIT_NOTE, RESULTS_SCHEMA_VERSION, Table, describe_backbone, describe_train_fraction,
                             make_caption, metric_label, summarize_splits, to_markdown, write_table)
 from glia_hf import GLIAImageProcessor
-from glia_hf.data import get_score_scale, load_image, load_iqa_dataset, load_splits, make_splits, save_splits
+from glia_hf.data import get_score_scale, load_iqa_dataset, load_splits, make_splits, save_splits
 from glia_hf.data.scales import canonical_name
 from glia_hf.data.splits import split_indices
 from training.config import (
@@ -75,6 +75,10 @@ from training.config import (
     flat_config, load_config, resolve_num_workers,
 )
 from training.errors import DiskFull, RunInterrupted, is_disk_full, run_cli
+from training.data import (  # noqa: F401  (re-exported: the data path lives in training/data.py)
+    EpochSampler, EvalCollator, IQAImageDataset, SemanticCache, TrainCollator, _batch, _worker_init,
+    semantic_cache_key, semantic_cache_reason,
+)
 
 
 logger = logging.getLogger("glia_hf.training")
@@ -146,109 +150,6 @@ def make_trackers(names: Sequence[str], logging_dir: Path) -> list:
 # =================================================================================================== data
 
 
-class EpochSampler(Sampler):
-    """Shuffles the training samples with a generator seeded by ``(seed, split, epoch)`` and gives every sample its
-    own augmentation seed.
-
-    An epoch holds ``views`` samples of each of the ``num_rows`` training rows (``data.train_views``, LoDa's
-    ``train.patch_num``): sample ``s`` of ``num_rows * views`` is a view of row ``s // views`` (LoDa's layout, each
-    image repeated ``views`` times), and all samples are shuffled together, so the views of an image land in
-    different batches and each gets its own flips and fragment offsets. It yields ``(row, draw_seed)`` pairs. The
-    order and the seeds depend on nothing but the run seed, the split and the epoch, never on earlier epochs,
-    workers or a previous process: a run resumed at an epoch boundary sees exactly the batches and augmentations of
-    an uninterrupted one; with ``views == 1`` the order is the one of runs made before ``views`` existed. Accelerate's
-    prepared loader calls :meth:`set_epoch` (through ``loader.set_epoch``) and shards the batches across processes.
-    """
-
-    def __init__(self, num_rows: int, seed: int, split: int, views: int = 1):
-        if views < 1:
-            raise ValueError(f"views must be a positive integer, got {views}")
-        self.num_rows, self.seed, self.split, self.views, self.epoch = num_rows, seed, split, int(views), 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.num_rows * self.views
-
-    def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.split, self.epoch])
-        order = rng.permutation(len(self))
-        draw_seeds = rng.integers(0, 2**62, size=len(self))
-        return iter(zip((order // self.views).tolist(), draw_seeds.tolist()))
-
-
-class IQAImageDataset(Dataset):
-    """Rows of an IQA ``datasets.Dataset`` as loaded images, with the random flips of training.
-
-    Items are dicts with ``image`` (8-bit RGB PIL image from :func:`glia_hf.data.load_image`, which raises an
-    error naming the file when it cannot be read), ``mos`` (on the data set's scale), ``index`` (position in this
-    dataset) and ``draw_seed``. Training items are requested as ``(index, draw_seed)`` pairs (see
-    :class:`EpochSampler`); the flips are drawn from a generator seeded with ``draw_seed``.
-
-    ``resize`` (the processor's :meth:`~glia_hf.GLIAImageProcessor.resize_image`, i.e. ``data.resize_short_side``)
-    is applied right after decoding, before the flips, as LoDa flips its pre-resized copies; it runs in the loader's
-    workers, and the processor's own call of it in the collator then finds the size already right and does nothing.
-    """
-
-    def __init__(self, paths: Sequence[str], mos: Sequence[float], hflip: float = 0.0, vflip: float = 0.0,
-                 resize: Optional[Callable] = None):
-        self.paths, self.mos = list(paths), [float(m) for m in mos]
-        self.hflip, self.vflip, self.resize = hflip, vflip, resize
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, item):
-        index, draw_seed = item if isinstance(item, tuple) else (item, None)
-        image = load_image(self.paths[index])
-        if self.resize is not None:
-            image = self.resize(image)
-        if draw_seed is not None and (self.hflip or self.vflip):
-            flip_h, flip_v = np.random.default_rng(draw_seed).random(2)
-            if flip_h < self.hflip:
-                image = image.transpose(0)  # Image.Transpose.FLIP_LEFT_RIGHT
-            if flip_v < self.vflip:
-                image = image.transpose(1)  # Image.Transpose.FLIP_TOP_BOTTOM
-        return {"image": image, "mos": self.mos[index], "index": index, "draw_seed": draw_seed}
-
-
-class TrainCollator:
-    """Stacks a training batch: the image processor with random fragment offsets drawn from a generator seeded
-    from the batch's first sample (so the draws follow the run seed, whatever process or worker builds the batch)."""
-
-    def __init__(self, processor: GLIAImageProcessor, random_offsets: bool):
-        self.processor, self.random_offsets = processor, random_offsets
-
-    def __call__(self, samples: List[dict]) -> Dict[str, torch.Tensor]:
-        generator = torch.Generator().manual_seed(int(samples[0]["draw_seed"]) % (2**63))
-        features = self.processor(
-            [s["image"] for s in samples], random_offsets=self.random_offsets, generator=generator
-        )
-        return _batch(features, samples)
-
-
-class EvalCollator:
-    """Stacks a test batch: ``num_views`` fragment draws per image under a fixed seed (same views for an image in
-    any batch), shape ``(B, K, 3, h, w)``; the model averages the views' scores."""
-
-    def __init__(self, processor: GLIAImageProcessor, num_views: int, seed: int):
-        self.processor, self.num_views, self.seed = processor, num_views, seed
-
-    def __call__(self, samples: List[dict]) -> Dict[str, torch.Tensor]:
-        features = self.processor([s["image"] for s in samples], num_samples=self.num_views, seed=self.seed)
-        return _batch(features, samples)
-
-
-def _batch(features, samples) -> Dict[str, torch.Tensor]:
-    return {
-        "pixel_values": features["pixel_values"],
-        "fragment_values": features["fragment_values"],
-        "labels": torch.tensor([s["mos"] for s in samples], dtype=torch.float32),
-        "index": torch.tensor([s["index"] for s in samples], dtype=torch.long),
-    }
-
-
 def schedule_steps(batches_per_epoch: int, config: TrainConfig) -> int:
     """Optimiser steps of a whole training run: the schedule's length.
 
@@ -257,12 +158,6 @@ def schedule_steps(batches_per_epoch: int, config: TrainConfig) -> int:
     (rounded down with ``optim.drop_last``, up without): with accumulation 1, ``epochs x views x images / batch``.
     """
     return math.ceil(batches_per_epoch / config.optim.gradient_accumulation_steps) * config.optim.epochs
-
-
-def _worker_init(worker_id: int) -> None:
-    # Workers draw nothing from the global RNGs (all randomness is seeded per sample), but keep them apart anyway.
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
 
 
 # =================================================================================================== model
@@ -532,6 +427,7 @@ class Run:
         self.epochs_this_invocation = 0
         self.on_epoch_end: Optional[Callable[[int, int], None]] = None
         self.scale = None
+        self.semantic_caches: Dict[str, SemanticCache] = {}  # by key; kept across splits while the key holds
 
     # ----------------------------------------------------------------------------------------------- data
 
@@ -590,18 +486,20 @@ class Run:
                       pin_memory=torch.cuda.is_available())
         train_loader = DataLoader(
             IQAImageDataset(train["image"], train["mos"], config.augmentation.hflip, config.augmentation.vflip,
-                            resize=processor.resize_image),
+                            resize=processor.resize_image, ids=train_rows),
             batch_size=micro_batch, sampler=sampler, drop_last=config.optim.drop_last,
             collate_fn=TrainCollator(processor, config.augmentation.random_offsets), **common,
         )
-        test_loader = self.eval_loader(self.dataset.select(test_rows), processor)
+        test_loader = self.eval_loader(self.dataset.select(test_rows), processor, ids=test_rows)
         return train_loader, sampler, test_loader, train_rows, test_rows
 
-    def eval_loader(self, rows, processor: GLIAImageProcessor, num_views: Optional[int] = None) -> DataLoader:
+    def eval_loader(self, rows, processor: GLIAImageProcessor, num_views: Optional[int] = None,
+                    ids: Optional[Sequence[int]] = None) -> DataLoader:
+        """A test loader of ``rows``; ``ids`` are their image ids in the semantic cache (default: positions)."""
         processes = self.accelerator.num_processes
         batch = math.ceil(self.config.eval.batch_size / processes) * processes  # split_batches needs a multiple
         return DataLoader(
-            IQAImageDataset(rows["image"], rows["mos"], resize=processor.resize_image), batch_size=batch,
+            IQAImageDataset(rows["image"], rows["mos"], resize=processor.resize_image, ids=ids), batch_size=batch,
             shuffle=False,
             collate_fn=EvalCollator(processor, num_views or self.config.eval.num_views, self.config.eval.seed),
             num_workers=self.config.data.num_workers, worker_init_fn=_worker_init,
@@ -633,6 +531,7 @@ class Run:
             resize_resample=config.data.resize_resample,
         )
         train_loader, sampler, test_loader, train_rows, test_rows = self.loaders(split, processor)
+        cache = self.semantic_cache(model, processor, self.dataset["image"], split)
 
         trainable = [p for p in model.parameters() if p.requires_grad]
         num_trainable, num_total = sum(p.numel() for p in trainable), sum(p.numel() for p in model.parameters())
@@ -674,9 +573,9 @@ class Run:
                 self.epochs_this_invocation >= self.args.max_epochs_this_invocation
             ):
                 raise StopRun()
-            loss = self.train_epoch(model, optimizer, scheduler, train_loader, trainable, split, epoch)
+            loss = self.train_epoch(model, optimizer, scheduler, train_loader, trainable, split, epoch, cache)
             if config.output.plots:
-                self.curve_point(model, test_loader, len(test_rows), split, epoch + 1, loss)
+                self.curve_point(model, test_loader, len(test_rows), split, epoch + 1, loss, cache)
             self.epochs_this_invocation += 1
             self.progress.epoch = epoch + 1
             self.progress.seconds = previous_seconds + time.perf_counter() - started
@@ -685,8 +584,11 @@ class Run:
             if self.on_epoch_end is not None:
                 self.on_epoch_end(split, epoch + 1)
 
-        calibration = self.calibrate(model, processor, train_rows, split) if config.eval.calibrate else None
-        predictions = self.predict(model, test_loader, len(test_rows), f"split {split}: test")
+        calibration = self.calibrate(model, processor, train_rows, split, cache) if config.eval.calibrate else None
+        predictions = self.predict(model, test_loader, len(test_rows), f"split {split}: test", cache)
+        if cache is not None:
+            accelerator.print(f"split {split}: semantic cache holds {len(cache)} image orientation(s), "
+                              f"{cache.nbytes / 2**20:.1f} MiB; {cache.hits} hits, {cache.misses} computed")
         result = self.finish_split(split, model, processor, test_rows, predictions, train_rows,
                                    num_trainable, num_total)
         result["calibration"] = calibration
@@ -697,7 +599,9 @@ class Run:
                                     title=f"{method_label(config)} on {config.data.dataset}, split {split}")
         if self.cross is not None:
             cross_loader = accelerator.prepare(self.eval_loader(self.cross, processor))
-            cross_predictions = self.predict(model, cross_loader, len(self.cross), f"split {split}: {self.cross_name}")
+            cross_cache = self.semantic_cache(model, processor, self.cross["image"], split, quiet=True)
+            cross_predictions = self.predict(model, cross_loader, len(self.cross), f"split {split}: {self.cross_name}",
+                                             cross_cache)
             result["cross"] = {self.cross_name: self.write_predictions(
                 split, self.cross, list(range(len(self.cross))), cross_predictions, f"cross-{self.cross_name}")}
         result["wall_time_seconds"] = previous_seconds + time.perf_counter() - started
@@ -713,18 +617,63 @@ class Run:
         accelerator.free_memory()  # drop this split's model/optimizer/loaders from the accelerator before the next
         return result
 
-    def train_epoch(self, model, optimizer, scheduler, loader, trainable, split: int, epoch: int) -> float:
-        """One pass over the training loader; returns the epoch's mean training loss (NaN for no step)."""
+    # ----------------------------------------------------------------------------------------------- semantic cache
+
+    def semantic_cache(self, model, processor, images, split: int, quiet: bool = False) -> Optional[SemanticCache]:
+        """The semantic cache for ``images`` (an ordered list of paths; cache ids are positions in it), or ``None``
+        when ``data.cache_semantic`` is off or does not apply to this model (the reason is printed once).
+
+        A cache made for an earlier split is reused when its key (backbone weights, processor, images, precision)
+        is the same, as it is for every split of a run (the backbone is frozen and built from the same seed).
+        """
+        unwrapped = self.accelerator.unwrap_model(model)
+        reason = semantic_cache_reason(self.config, unwrapped)
+        if reason is not None:
+            if not quiet:
+                self.accelerator.print(f"split {split}: semantic cache off ({reason})")
+            return None
+        key = semantic_cache_key(unwrapped, processor, images, self.accelerator.mixed_precision)
+        if key not in self.semantic_caches:
+            self.semantic_caches[key] = SemanticCache(key)
+            if not quiet:
+                self.accelerator.print(f"split {split}: semantic cache on (guidance tokens computed once per image "
+                                       "and orientation, kept in host memory, float32)")
+        return self.semantic_caches[key]
+
+    def guidance(self, model, batch, cache: Optional[SemanticCache]) -> dict:
+        """``{"guidance_hidden_states": tokens}`` of a batch from ``cache`` (filling it), or ``{}`` without one.
+
+        The missing tokens are computed by the unwrapped model's ``encode_guidance`` under the accelerator's
+        autocast, as the model's own forward would compute them.
+        """
+        if cache is None:
+            return {}
+        encode = self.accelerator.unwrap_model(model).glia.encode_guidance
+
+        def encode_in_precision(pixel_values):
+            with self.accelerator.autocast():
+                return encode(pixel_values)
+
+        tokens = cache.lookup(batch["image_id"], batch["orientation"], batch["pixel_values"], encode_in_precision)
+        return {"guidance_hidden_states": tokens}
+
+    # ----------------------------------------------------------------------------------------------- epochs
+
+    def train_epoch(self, model, optimizer, scheduler, loader, trainable, split: int, epoch: int,
+                    cache: Optional[SemanticCache] = None) -> float:
+        """One epoch; returns its mean training loss (NaN for no step). The host reads the loss only every
+        ``output.log_every`` optimiser steps and at the epoch's end, so that the device is never waited for in
+        between."""
         config, accelerator = self.config, self.accelerator
         model.train()
         loader.set_epoch(epoch)
         bar = tqdm(loader, desc=f"split {split} epoch {epoch + 1}/{config.optim.epochs}",
                    disable=not accelerator.is_local_main_process, leave=False, dynamic_ncols=True)
-        window, epoch_losses = [], []
+        window, step_losses = [], []
         for batch in bar:
             with accelerator.accumulate(model):
                 outputs = model(pixel_values=batch["pixel_values"], fragment_values=batch["fragment_values"],
-                                labels=batch["labels"])
+                                labels=batch["labels"], **self.guidance(model, batch, cache))
                 accelerator.backward(outputs.loss)
                 if accelerator.sync_gradients and config.optim.max_grad_norm:
                     accelerator.clip_grad_norm_(trainable, config.optim.max_grad_norm)
@@ -734,23 +683,24 @@ class Run:
             window.append(outputs.loss.detach())
             if accelerator.sync_gradients:
                 self.progress.step += 1
-                loss = accelerator.reduce(torch.stack(window).mean(), reduction="mean").item()
+                step_losses.append(torch.stack(window).mean())
                 window = []
-                epoch_losses.append(loss)
-                bar.set_postfix(loss=f"{loss:.4f}")
                 if self.progress.step % config.output.log_every == 0:
+                    loss = accelerator.reduce(step_losses[-1], reduction="mean").item()
+                    bar.set_postfix(loss=f"{loss:.4f}")
                     accelerator.log({f"split-{split}/train/loss": loss,
                                      f"split-{split}/train/lr": scheduler.get_last_lr()[0]}, step=self.progress.step)
         bar.close()
-        if epoch_losses:
-            mean_loss = float(np.mean(epoch_losses))
+        if step_losses:
+            mean_loss = accelerator.reduce(torch.stack(step_losses).float().mean(), reduction="mean").item()
             accelerator.log({f"split-{split}/train/epoch_loss": mean_loss, f"split-{split}/epoch": epoch + 1},
                             step=self.progress.step)
             accelerator.print(f"split {split} epoch {epoch + 1}/{config.optim.epochs}: mean loss {mean_loss:.4f}")
             return mean_loss
         return float("nan")
 
-    def curve_point(self, model, test_loader, expected: int, split: int, epoch: int, loss: float) -> None:
+    def curve_point(self, model, test_loader, expected: int, split: int, epoch: int, loss: float,
+                    cache: Optional[SemanticCache] = None) -> None:
         """One point of the training curve (written when ``output.plots`` is true): the epoch's mean loss and the test
         SRCC from one fragment draw per image under ``eval.seed`` (cheap: a fraction of a training epoch; the final
         test averages ``eval.num_views`` draws). No model is selected on it. The random number generators are left as
@@ -764,7 +714,7 @@ class Run:
         try:
             if views is not None:
                 collator.num_views = 1
-            scores = self.predict(model, test_loader, expected, f"split {split}: epoch {epoch} test")
+            scores = self.predict(model, test_loader, expected, f"split {split}: epoch {epoch} test", cache)
         finally:
             if views is not None:
                 collator.num_views = views
@@ -789,15 +739,16 @@ class Run:
                 shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
 
-    def calibrate(self, model, processor, train_rows, split: int) -> Optional[Dict[str, float]]:
+    def calibrate(self, model, processor, train_rows, split: int,
+                  cache: Optional[SemanticCache] = None) -> Optional[Dict[str, float]]:
         """Fit ``label = a * prediction + b`` on the training images and fold it into the head (see ``eval.calibrate``).
 
         Every process gathers the same predictions, so every copy of the model gets the same map. A fit that would
         reverse the ranking (``a <= 0``) is not applied.
         """
         rows = self.dataset.select(train_rows)
-        loader = self.accelerator.prepare(self.eval_loader(rows, processor, num_views=1))
-        scores = self.predict(model, loader, len(rows), f"split {split}: calibration")
+        loader = self.accelerator.prepare(self.eval_loader(rows, processor, num_views=1, ids=train_rows))
+        scores = self.predict(model, loader, len(rows), f"split {split}: calibration", cache)
         head = self.accelerator.unwrap_model(model)
         low, high = head.config.score_min, head.config.score_max
         predicted, target = (scores - low) / (high - low), (np.asarray(rows["mos"], dtype=np.float64) - low) / (high - low)
@@ -809,14 +760,16 @@ class Run:
         return {"scale": float(scale), "shift": float(shift)}
 
     @torch.no_grad()
-    def predict(self, model, loader, expected: int, description: str) -> np.ndarray:
+    def predict(self, model, loader, expected: int, description: str,
+                cache: Optional[SemanticCache] = None) -> np.ndarray:
         """Scores of every image of a prepared test loader, in row order, gathered from all processes."""
         accelerator = self.accelerator
         model.eval()
         scores, indices = [], []
         for batch in tqdm(loader, desc=description, disable=not accelerator.is_local_main_process, leave=False,
                           dynamic_ncols=True):
-            outputs = model(pixel_values=batch["pixel_values"], fragment_values=batch["fragment_values"])
+            outputs = model(pixel_values=batch["pixel_values"], fragment_values=batch["fragment_values"],
+                            **self.guidance(model, batch, cache))
             score, index = accelerator.gather_for_metrics((outputs.score.float(), batch["index"]))
             scores.append(score.cpu().double())
             indices.append(index.cpu())

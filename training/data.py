@@ -1,0 +1,277 @@
+"""The data path of the training loop: the epoch sampler, the image dataset, the collators and the workers' set-up.
+
+``training/train.py`` re-exports these names, so ``from training.train import EpochSampler`` keeps working.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from glia_hf import GLIAImageProcessor
+from glia_hf.data import load_image
+
+
+class EpochSampler(Sampler):
+    """Shuffles the training samples with a generator seeded by ``(seed, split, epoch)`` and gives every sample its
+    own augmentation seed.
+
+    An epoch holds ``views`` samples of each of the ``num_rows`` training rows (``data.train_views``, LoDa's
+    ``train.patch_num``): sample ``s`` of ``num_rows * views`` is a view of row ``s // views`` (LoDa's layout, each
+    image repeated ``views`` times), and all samples are shuffled together, so the views of an image land in
+    different batches and each gets its own flips and fragment offsets. It yields ``(row, draw_seed)`` pairs. The
+    order and the seeds depend on nothing but the run seed, the split and the epoch, never on earlier epochs,
+    workers or a previous process: a run resumed at an epoch boundary sees exactly the batches and augmentations of
+    an uninterrupted one; with ``views == 1`` the order is the one of runs made before ``views`` existed. Accelerate's
+    prepared loader calls :meth:`set_epoch` (through ``loader.set_epoch``) and shards the batches across processes.
+    """
+
+    def __init__(self, num_rows: int, seed: int, split: int, views: int = 1):
+        if views < 1:
+            raise ValueError(f"views must be a positive integer, got {views}")
+        self.num_rows, self.seed, self.split, self.views, self.epoch = num_rows, seed, split, int(views), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_rows * self.views
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.split, self.epoch])
+        order = rng.permutation(len(self))
+        draw_seeds = rng.integers(0, 2**62, size=len(self))
+        return iter(zip((order // self.views).tolist(), draw_seeds.tolist()))
+
+
+class IQAImageDataset(Dataset):
+    """Rows of an IQA ``datasets.Dataset`` as loaded images, with the random flips of training.
+
+    Items are dicts with ``image`` (8-bit RGB PIL image from :func:`glia_hf.data.load_image`, which raises an
+    error naming the file when it cannot be read), ``mos`` (on the data set's scale), ``index`` (position in this
+    dataset), ``draw_seed``, ``image_id`` (the image's id in the semantic cache: ``ids[index]``, by default
+    ``index``; the trainer passes the row in the whole data set, so that a split's training and test images share one
+    cache) and ``orientation`` (its flips, see :data:`ORIENTATIONS`). Training items are requested as
+    ``(index, draw_seed)`` pairs (see :class:`EpochSampler`); the flips are drawn from a generator seeded with
+    ``draw_seed``.
+
+    ``resize`` (the processor's :meth:`~glia_hf.GLIAImageProcessor.resize_image`, i.e. ``data.resize_short_side``)
+    is applied right after decoding, before the flips, as LoDa flips its pre-resized copies; it runs in the loader's
+    workers, and the processor's own call of it in the collator then finds the size already right and does nothing.
+    """
+
+    def __init__(self, paths: Sequence[str], mos: Sequence[float], hflip: float = 0.0, vflip: float = 0.0,
+                 resize: Optional[Callable] = None, ids: Optional[Sequence[int]] = None):
+        self.paths, self.mos = list(paths), [float(m) for m in mos]
+        self.hflip, self.vflip, self.resize = hflip, vflip, resize
+        self.ids = list(range(len(self.paths))) if ids is None else [int(i) for i in ids]
+        if len(self.ids) != len(self.paths):
+            raise ValueError(f"{len(self.ids)} image ids for {len(self.paths)} images")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, item):
+        index, draw_seed = item if isinstance(item, tuple) else (item, None)
+        image = load_image(self.paths[index])
+        if self.resize is not None:
+            image = self.resize(image)
+        orientation = 0
+        if draw_seed is not None and (self.hflip or self.vflip):
+            flip_h, flip_v = np.random.default_rng(draw_seed).random(2)
+            if flip_h < self.hflip:
+                image = image.transpose(0)  # Image.Transpose.FLIP_LEFT_RIGHT
+                orientation += 1
+            if flip_v < self.vflip:
+                image = image.transpose(1)  # Image.Transpose.FLIP_TOP_BOTTOM
+                orientation += 2
+        return {"image": image, "mos": self.mos[index], "index": index, "draw_seed": draw_seed,
+                "image_id": self.ids[index], "orientation": orientation}
+
+
+class TrainCollator:
+    """Stacks a training batch: the image processor with random fragment offsets drawn from a generator seeded
+    from the batch's first sample (so the draws follow the run seed, whatever process or worker builds the batch)."""
+
+    def __init__(self, processor: GLIAImageProcessor, random_offsets: bool):
+        self.processor, self.random_offsets = processor, random_offsets
+
+    def __call__(self, samples: List[dict]) -> Dict[str, torch.Tensor]:
+        generator = torch.Generator().manual_seed(int(samples[0]["draw_seed"]) % (2**63))
+        features = self.processor(
+            [s["image"] for s in samples], random_offsets=self.random_offsets, generator=generator
+        )
+        return _batch(features, samples)
+
+
+class EvalCollator:
+    """Stacks a test batch: ``num_views`` fragment draws per image under a fixed seed (same views for an image in
+    any batch), shape ``(B, K, 3, h, w)``; the model averages the views' scores."""
+
+    def __init__(self, processor: GLIAImageProcessor, num_views: int, seed: int):
+        self.processor, self.num_views, self.seed = processor, num_views, seed
+
+    def __call__(self, samples: List[dict]) -> Dict[str, torch.Tensor]:
+        features = self.processor([s["image"] for s in samples], num_samples=self.num_views, seed=self.seed)
+        return _batch(features, samples)
+
+
+def _batch(features, samples) -> Dict[str, torch.Tensor]:
+    return {
+        "pixel_values": features["pixel_values"],
+        "fragment_values": features["fragment_values"],
+        "labels": torch.tensor([s["mos"] for s in samples], dtype=torch.float32),
+        "index": torch.tensor([s["index"] for s in samples], dtype=torch.long),
+        # Plain integers, not tensors: Accelerate leaves them on the host, so that the semantic cache's look-up
+        # in the training step never waits for the device.
+        "image_id": [int(s["image_id"]) for s in samples],
+        "orientation": [int(s["orientation"]) for s in samples],
+    }
+
+
+def _worker_init(worker_id: int) -> None:
+    # Workers draw nothing from the global RNGs (all randomness is seeded per sample), but keep them apart anyway.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+
+
+# =================================================================================================== semantic cache
+
+#: An image's orientation in training: 0 as stored, 1 flipped left-right, 2 flipped top-bottom, 3 both
+#: (``hflip + 2 * vflip``). Test images are always 0.
+ORIENTATIONS = ("none", "horizontal", "vertical", "both")
+
+
+def semantic_cache_reason(config, model) -> Optional[str]:
+    """Why the semantic cache cannot be used for this run, in one line; ``None`` when it can.
+
+    ``config`` is the run's ``TrainConfig``, ``model`` the (unwrapped) ``GLIAForImageQualityAssessment``. The
+    guidance tokens are a function of the image alone only when the guidance stream is the whole image, some GLIA
+    block reads the prior, the backbone is frozen and has no dropout.
+    """
+    if not config.data.cache_semantic:
+        return "data.cache_semantic is false"
+    glia = getattr(model, "glia", None)
+    if glia is None or not hasattr(glia, "encode_guidance"):
+        return f"the {config.model.method} model has no guidance stream"
+    if not getattr(glia, "uses_prior", False):
+        return (f"the {config.model.method} model has no guidance pass (no GLIA block reads a prior)"
+                if config.model.method == "glia" else f"the {config.model.method} baseline has no guidance stream")
+    if not glia.config.freeze_backbone:
+        return "the backbone trains, so its tokens change at every step"
+    if glia.config.guidance_stream != "semantic":
+        return "the guidance stream is the detail stream, whose random fragments change at every draw"
+    vit = glia.config.backbone_config
+    dropout = max(getattr(vit, "hidden_dropout_prob", 0.0) or 0.0, getattr(vit, "attention_probs_dropout_prob", 0.0)
+                  or 0.0)
+    if dropout > 0:
+        return f"the backbone has dropout ({dropout:g}), so its tokens in training are random"
+    return None
+
+
+def semantic_cache_key(model, processor: GLIAImageProcessor, images: Sequence[str], precision: str) -> str:
+    """A SHA-256 over everything the guidance tokens depend on, so that no cache can serve stale tokens.
+
+    It covers the backbone (its config and every weight's bytes), the processor's settings that shape the whole-image
+    view (``image_size``, ``image_mean``/``image_std``, ``resize_short_side``/``resize_resample``), the image set (the
+    ordered list of image paths: a cache entry is addressed by the position of its image in that list) and the
+    precision the tokens are computed in (``precision``, e.g. Accelerate's mixed precision ``no`` or ``bf16``).
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    vit = model.glia.vit
+    digest.update(vit.config.to_json_string(use_diff=False).encode())
+    for name, tensor in sorted(vit.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
+        digest.update(tensor.detach().reshape(-1).contiguous().view(torch.uint8).cpu().numpy().tobytes())
+    settings = {key: getattr(processor, key) for key in ("image_size", "image_mean", "image_std", "resize_short_side",
+                                                          "resize_resample")}
+    digest.update(repr(sorted(settings.items())).encode())
+    digest.update("\n".join(map(str, images)).encode())
+    digest.update(str(precision).encode())
+    return digest.hexdigest()
+
+
+class SemanticCache:
+    """The frozen backbone's final guidance tokens of each (image, orientation), computed once and reused.
+
+    GLIANet's guidance (semantic) stream runs the frozen ViT on the resized whole image, a function of the image and
+    its flips alone (not of the fragment draw), and the projection into the latent space trains: so the cache holds
+    the backbone's final tokens (after its final layer norm, what :meth:`GLIAModel.encode_guidance` returns) and the
+    model receives them as ``guidance_hidden_states``. Entries are made lazily, the first time an (image,
+    orientation) occurs in a batch, without autograd; every later epoch, every later view of that image
+    (``data.train_views``) and the test and calibration passes read them. An image has up to four orientations
+    (:data:`ORIENTATIONS`), each with its own tokens.
+
+    Entries live in host memory (``device``, default CPU) in ``dtype`` (default float32, with which a training run is
+    the same step for step as without the cache, up to the last bits of a batched matrix product). Size: ``L x
+    hidden x 4`` bytes per orientation in float32; at ViT-B/16 and 224 px, ``197 x 768 x 4`` = 605 KB, so KonIQ-10k
+    at the paper's resolution (all 10,073 images, up to 4 orientations each) holds at most 10,073 x 4 x 605,184 B =
+    24.4 GB (22.7 GiB); its training part (80%) with horizontal flips only (2 orientations) about 9.8 GB.
+
+    One cache serves one image set under one key (:func:`semantic_cache_key`); the trainer keeps a cache across
+    splits while the key stays the same. With DataLoader workers the collators only carry each sample's
+    ``image_id`` and ``orientation``; the look-up runs in the training process, in the step. Under Accelerate's data
+    parallelism each process fills its own cache with the images of its shards. After ``--resume`` the cache starts
+    empty and fills again.
+    """
+
+    def __init__(self, key: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+        self.key, self.device, self.dtype = key, torch.device(device), dtype
+        self.entries: Dict[tuple, torch.Tensor] = {}
+        self.hits = 0
+        self.misses = 0
+        self.token_dtype: Optional[torch.dtype] = None  # what the encoder returns; a bf16 cache is cast back to it
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, key) -> bool:
+        return key in self.entries
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the cached tokens."""
+        return sum(t.numel() * t.element_size() for t in self.entries.values())
+
+    def lookup(self, image_ids: Sequence[int], orientations: Sequence[int], pixel_values: torch.Tensor,
+               encode: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """The guidance tokens of a batch, ``(B, L, hidden)`` on ``pixel_values``' device.
+
+        ``image_ids`` and ``orientations`` (plain integers, one per row of ``pixel_values``) address the entries;
+        rows not cached yet are encoded with ``encode`` (``GLIAModel.encode_guidance``, called here under
+        ``torch.no_grad``) on their rows of ``pixel_values`` and stored. The whole batch is one host-to-device copy.
+        """
+        keys = list(zip((int(i) for i in image_ids), (int(o) for o in orientations)))
+        if len(keys) != len(pixel_values):
+            raise ValueError(f"{len(keys)} cache keys for a batch of {len(pixel_values)} images")
+        missing = [position for position, key in enumerate(keys) if key not in self.entries]
+        # A key seen twice in one batch (two views of an image with the same flips) is encoded once.
+        first = {}
+        for position in missing:
+            first.setdefault(keys[position], position)
+        if first:
+            positions = list(first.values())
+            rows = pixel_values if len(positions) == len(pixel_values) else pixel_values[positions]
+            with torch.no_grad():
+                tokens = encode(rows).detach()
+            produced = tokens.dtype
+            tokens = tokens.to(self.device, self.dtype)
+            self.token_dtype = self.token_dtype or produced
+            for key, value in zip(first, tokens):
+                self.entries[key] = value.clone()  # not a view: the batch's tensor must not stay alive
+        self.misses += len(first)
+        self.hits += len(keys) - len(first)
+        stacked = torch.stack([self.entries[key] for key in keys])
+        if self.token_dtype is not None and stacked.dtype != self.token_dtype:
+            stacked = stacked.to(self.token_dtype)
+        if stacked.device != pixel_values.device:
+            if stacked.device.type == "cpu" and pixel_values.device.type == "cuda":
+                stacked = stacked.pin_memory()
+            stacked = stacked.to(pixel_values.device, non_blocking=True)
+        return stacked
