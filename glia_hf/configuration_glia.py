@@ -1,8 +1,12 @@
 """Configuration of GLIANet, the Global-Local Interaction Adapter model for blind image quality assessment."""
 
 from transformers import AutoConfig, PreTrainedConfig, ViTConfig
+from transformers.utils import logging
 
 from .backbones import backbone_config_from, backbone_spec, default_fragments
+
+
+logger = logging.get_logger(__name__)
 
 
 STREAMS = ("semantic", "detail")
@@ -66,6 +70,9 @@ class GLIAConfig(PreTrainedConfig):
             `up(down(x))` into the main stream, without looking at the prior.
         use_glr (`bool`, *optional*, defaults to `True`):
             Use the Global-Local Refine cross-attention (paper Eq. 4). When `False`, the prior stays as projected.
+            GLR only refines the prior and only LGF reads it, so with `use_lgf=False` it has nothing to act on: such a
+            config is accepted (older commands set `use_lgf=False` and leave `use_glr` at its default), a warning says
+            so once, and the read-only attribute `glr_active` (saved in `config.json`) records whether GLR is built.
         main_stream (`str`, *optional*, defaults to `"detail"`):
             Stream that runs through the adapted blocks and is scored: `"detail"` or `"semantic"`.
         guidance_stream (`str`, *optional*, defaults to `"semantic"`):
@@ -143,6 +150,13 @@ class GLIAConfig(PreTrainedConfig):
         self.lambda_shape = lambda_shape
         self.use_lgf = use_lgf
         self.use_glr = use_glr
+        kwargs.pop("glr_active", None)  # derived, saved for readers of config.json; recomputed here
+        self.glr_active = bool(use_glr and use_lgf)
+        if use_glr and not use_lgf:
+            logger.warning_once(
+                "use_glr=True has no effect with use_lgf=False: only Local-Global Fusion reads the prior that "
+                "Global-Local Refine updates, so no GLR step is built (config.glr_active = False)."
+            )
         self.main_stream = main_stream
         self.guidance_stream = guidance_stream
         self.freeze_backbone = freeze_backbone

@@ -306,3 +306,16 @@ def test_without_glia_blocks_the_model_is_a_plain_vit_with_a_head(main_stream):
         plain = model.glia.vit(pixel_values=stream).last_hidden_state[:, 0]
         torch.testing.assert_close(model(**{"pixel_values" if main_stream == "semantic" else "fragment_values": stream}).normalized_score,
                                    model.regressor(plain).squeeze(-1))
+
+
+def test_glr_without_lgf_is_accepted_and_recorded_as_inactive(tmp_path):
+    """GLR refines the prior that only LGF reads: `use_glr` with `use_lgf=False` is accepted (older commands set it so),
+    builds no GLR step, and config.json says so (`glr_active`)."""
+    config = GLIAConfig(backbone_config=tiny_vit_config(), use_lgf=False, use_glr=True)
+    assert config.glr_active is False and config.use_glr is True
+    assert GLIAConfig(backbone_config=tiny_vit_config()).glr_active is True
+    model = GLIAForImageQualityAssessment(config)
+    assert not any("global_local_refine" in name for name, _ in model.named_parameters())
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["glr_active"] is False
+    assert GLIAConfig.from_pretrained(tmp_path).glr_active is False
