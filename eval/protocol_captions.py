@@ -32,7 +32,7 @@ def backbone_of(cell: Cell) -> Any:
 
 
 def table_label(plan: Plan) -> Optional[str]:
-    """The results label of a table (:func:`eval.reporting.result_label`): "random-initialised backbone" when every
+    """The results label of a table (:func:`eval.reporting.result_label`): "randomly initialised backbone" when every
     run has a random backbone, "pseudo-MOS" when every run uses the built-in set, both, or ``None``."""
     random_backbone = all(isinstance(backbone_of(c), dict) for c in plan.cells)
     builtin = all(canonical_name(get_dotted(r.config, "data.dataset", "builtin")) == "builtin" for r in plan.runs)

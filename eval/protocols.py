@@ -50,7 +50,7 @@ message saying which directory to delete, so that no table mixes the two.
 
 The table is assembled from the per-split results of its runs with :mod:`eval.reporting` and written as
 ``<out>/<table file>.md`` and ``.csv``. Its caption names the number of splits and the backbone, and carries the
-label "random-initialised backbone, pseudo-MOS" when the backbone is randomly initialised and the data set is the
+label "randomly initialised backbone, pseudo-MOS" when the backbone is randomly initialised and the data set is the
 built-in pseudo-labelled one (both read from the configs).
 
 Adding a table

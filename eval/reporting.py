@@ -11,7 +11,7 @@ Tables are built in two steps: a small *layout* function per paper table
 writer (:func:`to_markdown`, :func:`to_csv`, :func:`write_table`) renders any :class:`Table`.
 
 Every caption names the number of splits (counted from the results) and the backbone (passed
-in), plus an optional label such as "random-initialised backbone, pseudo-MOS".
+in), plus an optional label such as "randomly initialised backbone, pseudo-MOS".
 
 Markdown cells show the median, and with ``spread=True`` (the default) the mean and standard
 deviation beside it: ``0.912 (0.910 ± 0.008)``. CSV cells hold plain numbers: the median in the
@@ -78,7 +78,7 @@ RESULTS_SCHEMA_VERSION = 2
 
 #: The labels of results that are not what a paper's numbers are: a randomly initialised (not pre-trained)
 #: backbone, and the built-in data set's pseudo-MOS (a full-reference metric's scores, not human opinions).
-RANDOM_BACKBONE_LABEL = "random-initialised backbone"
+RANDOM_BACKBONE_LABEL = "randomly initialised backbone"
 PSEUDO_MOS_LABEL = "pseudo-MOS"
 
 CHECK, CROSS = "✓", "✗"
@@ -122,7 +122,7 @@ def describe_backbone(backbone):
 
 
 def result_label(random_backbone, pseudo_mos):
-    """The label of results, for captions, results files and model cards: ``"random-initialised backbone,
+    """The label of results, for captions, results files and model cards: ``"randomly initialised backbone,
     pseudo-MOS"``, either half alone, or ``None`` when neither holds."""
     parts = [RANDOM_BACKBONE_LABEL] * bool(random_backbone) + [PSEUDO_MOS_LABEL] * bool(pseudo_mos)
     return ", ".join(parts) or None

@@ -165,7 +165,7 @@ def test_two_split_run_writes_spread_curve_and_cards(tmp_path, iqa_csv):
         card = ModelCard.load(run_dir / f"split-{split}" / "model" / "README.md")
         assert ModelCardData(**card.data.to_dict()).to_dict() == card.data.to_dict()
         assert "down: Linear(32, 16) - GELU - Linear(16, 16)" in text and "all 2 blocks" in text
-        assert "random-initialised" in text and "(2 splits, one model per split)" in text
+        assert "randomly initialised" in text and "(2 splits, one model per split)" in text
     assert payload["summary"]["srcc"]["count"] == 2
 
 

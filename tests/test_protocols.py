@@ -234,7 +234,7 @@ def test_tables_follow_the_paper_layout(tmp_path, builtin_base):
     assert protocol_tables.COMPONENTS_NOTE in markdown and "our addition" in protocol_tables.COMPONENTS_NOTE
     assert markdown.startswith("**Table 4.**")
     assert "over 3 splits" in markdown and "backbone: randomly initialised ViT (hidden 32, 2 blocks" in markdown
-    assert "[random-initialised backbone, pseudo-MOS]" in markdown
+    assert "[randomly initialised backbone, pseudo-MOS]" in markdown
     assert "Recipe: 1 epoch(s), batch 4, lr 0.0003, 1 test view(s) per image." in markdown
     assert (out / "table4_ablation_components.md").is_file()
     assert (out / "table4_ablation_components.runs.json").is_file()
@@ -293,7 +293,7 @@ def test_missing_runs_are_blank_and_labels_follow_the_config(tmp_path):
     (plan.runs[2].run_dir / "results.json").unlink()
     markdown, rows = table_lines(plan)
     assert "over 2 splits" in markdown and "backbone: google/vit-base-patch16-224" in markdown
-    assert "pseudo-MOS" not in markdown and "random-initialised" not in markdown
+    assert "pseudo-MOS" not in markdown and "randomly initialised" not in markdown
     plan = expand("intra", [real], splits=[7], out=tmp_path / "out2", overrides=["--data.num_splits", "10"])
     markdown, rows = table_lines(plan)
     assert rows[1][1] == "" and "no splits" in markdown
@@ -343,7 +343,7 @@ def test_ablation_protocol_end_to_end(tmp_path, tiny_csv, capsys):
     # Trained rows have results (PLCC is NaN here: 3 test images are too few for the 4-parameter fit).
     assert all(r[5] not in ("", "nan", protocol_tables.SAME_AS_NO_INTERACTION) for r in rows[2:])
     markdown = (out / "table4_ablation_components.md").read_text()
-    assert "over 1 split" in markdown and "[random-initialised backbone]" in markdown
+    assert "over 1 split" in markdown and "[randomly initialised backbone]" in markdown
 
     # Running it again trains nothing: every run is found finished.
     assert protocols.main(argv) == 0
@@ -573,5 +573,5 @@ def test_one_backbone_wording_and_one_results_label():
     assert text.startswith("randomly initialised ViT (hidden 32, 2 blocks") and backbone_description(
         tiny_backbone()) == text
     assert describe_backbone("google/vit-base-patch16-224") == "google/vit-base-patch16-224"
-    assert reporting.result_label(True, True) == "random-initialised backbone, pseudo-MOS"
+    assert reporting.result_label(True, True) == "randomly initialised backbone, pseudo-MOS"
     assert reporting.result_label(False, True) == "pseudo-MOS" and reporting.result_label(False, False) is None

@@ -28,7 +28,7 @@ from eval.reporting import (
     write_table,
 )
 
-LABEL = "random-initialised backbone, pseudo-MOS"
+LABEL = "randomly initialised backbone, pseudo-MOS"
 
 
 def splits(srcc, plcc=None, n=10):

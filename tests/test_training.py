@@ -161,7 +161,7 @@ def test_each_method_end_to_end(tmp_path, iqa_csv, method):
     assert [r["split"] for r in results["splits"]] == [0]
     assert set(results["summary"]) >= {"srcc", "plcc"} and results["summary"]["srcc"]["count"] == 1
     assert results["trainable_parameters"] > 0 and results["wall_time_seconds"] > 0
-    assert results["label"] == "random-initialised backbone"
+    assert results["label"] == "randomly initialised backbone"
     assert "| Trainable params |" in (run_dir / "results.md").read_text()
 
     splits = json.loads((iqa_csv.parent / "splits.json").read_text())
@@ -174,7 +174,7 @@ def test_each_method_end_to_end(tmp_path, iqa_csv, method):
 
     model_dir = run_dir / "split-0" / "model"
     card = (model_dir / "README.md").read_text()
-    assert "{{" not in card and "csv" in card and "random-initialised" in card
+    assert "{{" not in card and "csv" in card and "randomly initialised" in card
     assert (model_dir / "preprocessor_config.json").is_file()
     if method in ("adapter", "vpt"):
         from glia_hf.methods import load_method_checkpoint

@@ -64,6 +64,7 @@ from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_
 import glia_hf  # noqa: F401  (registers the GLIA classes with the Auto classes and for remote code)
 from eval.metrics import RESULT_KEYS, compute_iqa_metrics
 from eval.plots import scatter_plot, training_curve_plot
+from eval.reporting import result_label as reporting_result_label
 from eval.reporting import (FIT_NOTE, RESULTS_SCHEMA_VERSION, Table, describe_backbone, describe_train_fraction,
                             make_caption, metric_label, summarize_splits, to_markdown, write_table)
 from glia_hf import GLIAImageProcessor
@@ -850,12 +851,9 @@ class Run:
 
 
 def result_label(config: TrainConfig) -> Optional[str]:
-    parts = []
-    if isinstance(config.model.backbone, dict):
-        parts.append("random-initialised backbone")
-    if canonical_name(config.data.dataset) == "builtin":
-        parts.append("pseudo-MOS")
-    return ", ".join(parts) or None
+    """The run's results label (:func:`eval.reporting.result_label`): a random backbone, pseudo-MOS labels, or both."""
+    return reporting_result_label(isinstance(config.model.backbone, dict),
+                                  canonical_name(config.data.dataset) == "builtin")
 
 
 def _clean(value):
