@@ -20,7 +20,9 @@ flips and fragment offsets) on a fixed subset of ``--epoch-images`` images (64) 
 ``lora_epoch_3_views`` (images/s counts views); ``semantic_cache_fill`` (encoding the whole-image view of every
 image in its 4 orientations into a new cache, from pixel values already made: the one-time cost the first epochs pay
 lazily); ``data_jpeg_1024`` and ``data_png_512`` (one process decoding a 1024x768 JPEG / 512x384 PNG and making both
-views, as one DataLoader worker does). There is no ``data_cached`` row: no decoded-image cache is built yet.
+views, as one DataLoader worker does); ``data_cached`` (the same JPEG decoded and resized once to the paper's 384 px short
+side into a ``training.data.DecodedImageCache``, ``data.cache_images``: a worker reads its 512x384 array, flips it
+and makes both views).
 
 Weights are random (speed does not depend on them). ``--size``: ``base`` is ViT-B/16 with the paper's GLIA settings,
 ``small`` the quickstart's ViT (hidden 64, 4 blocks), ``tiny`` a 2-block, hidden-32 ViT for tests. On CUDA
@@ -61,7 +63,7 @@ COMPARATORS = {
     **{f"{m}_train": "lora_train" for m in TRAIN_METHODS}, "glia_train_cached": "lora_train",
     "glia_epoch": "lora_epoch", "glia_epoch_cached": "lora_epoch", "lora_epoch": "lora_epoch",
     "glia_epoch_cached_3_views": "lora_epoch_3_views", "lora_epoch_3_views": "lora_epoch_3_views",
-    "semantic_cache_fill": None, "data_jpeg_1024": None, "data_png_512": None,
+    "semantic_cache_fill": None, "data_jpeg_1024": None, "data_png_512": None, "data_cached": None,
 }
 ROW_NAMES = tuple(COMPARATORS)
 
@@ -213,7 +215,7 @@ def main(argv=None) -> dict:
         functions[name], units[name], flops[name] = fn, count, gflop_per_image
 
     with tempfile.TemporaryDirectory() as folder:
-        for name, fn in data_functions(write_test_images(Path(folder))).items():
+        for name, fn in data_functions(write_test_images(Path(folder)), Path(folder) / "image-cache").items():
             functions[name], units[name], flops[name] = fn, 1, None
         seconds = alternate(functions, args.repeats, args.warmup, device)
         memory = {name: peak_memory_gib(fn, device) for name, fn in functions.items()}
@@ -335,16 +337,28 @@ def epoch_functions(args, vit, glia_options, dtype_name, flops) -> dict:
     return rows
 
 
-def data_functions(files: dict) -> dict:
-    """One image through a DataLoader worker's work: decode, flips, both views (the training collator)."""
+#: The paper's resolution (LoDa's 384 px short side), at which ``data_cached`` reads its arrays.
+CACHED_SHORT_SIDE = 384
+
+
+def data_functions(files: dict, cache_root: Path) -> dict:
+    """One image through a DataLoader worker's work: decode (or read from the decoded-image cache, ``data_cached``,
+    built here under ``cache_root`` before the timing), flips, both views (the training collator)."""
     from glia_hf import GLIAImageProcessor
-    from training.data import IQAImageDataset, TrainCollator
+    from training.data import DecodedImageCache, IQAImageDataset, TrainCollator
 
     functions = {}
     for name, path in files.items():
         dataset = IQAImageDataset([path], [3.0], hflip=0.5, vflip=0.5)
         collate = TrainCollator(GLIAImageProcessor(), random_offsets=True)
         functions[name] = (lambda d=dataset, c=collate: c([d[(0, 1)]]))
+    processor = GLIAImageProcessor(resize_short_side=CACHED_SHORT_SIDE)
+    jpeg = files["data_jpeg_1024"]
+    cache = DecodedImageCache.build(cache_root, [jpeg], processor.resize_image, processor.resize_short_side,
+                                    processor.resize_resample, log=lambda line: None)
+    dataset = IQAImageDataset([jpeg], [3.0], hflip=0.5, vflip=0.5, resize=processor.resize_image, decoded=cache)
+    collate = TrainCollator(processor, random_offsets=True)
+    functions["data_cached"] = (lambda d=dataset, c=collate: c([d[(0, 1)]]))
     return functions
 
 

@@ -77,8 +77,8 @@ from training.config import (
 )
 from training.errors import DiskFull, RunInterrupted, is_disk_full, run_cli
 from training.data import (  # noqa: F401  (re-exported: the data path lives in training/data.py)
-    EpochSampler, EvalCollator, IQAImageDataset, SemanticCache, TrainCollator, _batch, _worker_init,
-    semantic_cache_key, semantic_cache_reason,
+    DecodedImageCache, EpochSampler, EvalCollator, IQAImageDataset, SemanticCache, TrainCollator, _batch,
+    _worker_init, semantic_cache_key, semantic_cache_reason,
 )
 
 
@@ -429,6 +429,7 @@ class Run:
         self.on_epoch_end: Optional[Callable[[int, int], None]] = None
         self.scale = None
         self.semantic_caches: Dict[str, SemanticCache] = {}  # by key; kept across splits while the key holds
+        self.decoded_caches: Dict[tuple, DecodedImageCache] = {}  # by (image list, resize settings)
 
     # ----------------------------------------------------------------------------------------------- data
 
@@ -487,7 +488,8 @@ class Run:
                       pin_memory=torch.cuda.is_available())
         train_loader = DataLoader(
             IQAImageDataset(train["image"], train["mos"], config.augmentation.hflip, config.augmentation.vflip,
-                            resize=processor.resize_image, ids=train_rows),
+                            resize=processor.resize_image, ids=train_rows,
+                            decoded=self.decoded_images(processor, self.dataset["image"])),
             batch_size=micro_batch, sampler=sampler, drop_last=config.optim.drop_last,
             collate_fn=TrainCollator(processor, config.augmentation.random_offsets), **common,
         )
@@ -499,13 +501,33 @@ class Run:
         """A test loader of ``rows``; ``ids`` are their image ids in the semantic cache (default: positions)."""
         processes = self.accelerator.num_processes
         batch = math.ceil(self.config.eval.batch_size / processes) * processes  # split_batches needs a multiple
+        paths = rows["image"]
+        decoded = self.decoded_images(processor, self.dataset["image"])
+        if decoded is not None and any(str(path) not in decoded.rows for path in paths):  # another data set
+            decoded = self.decoded_images(processor, paths)
         return DataLoader(
-            IQAImageDataset(rows["image"], rows["mos"], resize=processor.resize_image, ids=ids), batch_size=batch,
+            IQAImageDataset(paths, rows["mos"], resize=processor.resize_image, ids=ids, decoded=decoded),
+            batch_size=batch,
             shuffle=False,
             collate_fn=EvalCollator(processor, num_views or self.config.eval.num_views, self.config.eval.seed),
             num_workers=self.config.data.num_workers, worker_init_fn=_worker_init,
             pin_memory=torch.cuda.is_available(),
         )
+
+    def decoded_images(self, processor: GLIAImageProcessor, paths: Sequence[str]) -> Optional[DecodedImageCache]:
+        """The decoded-image cache of ``paths`` at the processor's resolution (``data.cache_images``), built once
+        by the main process (under ``data.image_cache_dir``, default ``<run>/image-cache``); ``None`` when off."""
+        if not self.config.data.cache_images:
+            return None
+        paths = [str(path) for path in paths]
+        memo = (tuple(paths), processor.resize_short_side, processor.resize_resample)
+        if memo not in self.decoded_caches:
+            root = Path(self.config.data.image_cache_dir or self.run_dir / "image-cache")
+            with self.accelerator.main_process_first():
+                self.decoded_caches[memo] = DecodedImageCache.build(
+                    root, paths, processor.resize_image, processor.resize_short_side, processor.resize_resample,
+                    log=self.accelerator.print)
+        return self.decoded_caches[memo]
 
     # ----------------------------------------------------------------------------------------------- one split
 
