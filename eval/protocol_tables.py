@@ -16,7 +16,7 @@ from eval.protocol_captions import get_dotted
 from eval.protocol_runs import ProtocolError, read_trainable_parameters
 from eval.protocols import BaseConfig, Cell, DataSource, Plan, Protocol, TableContext, glia_cell, register_protocol
 from glia_hf.data.scales import canonical_name
-from glia_hf.methods import METHODS
+from glia_hf.methods import METHODS, get_method
 from training.config import DataConfig
 
 logger = logging.getLogger("eval.protocols")
@@ -25,16 +25,11 @@ logger = logging.getLogger("eval.protocols")
 # ------------------------------------------------------------------------------------------------ methods
 
 
-#: Paper Table 6's methods in its order, with the names its rows print. A method registered with
-#: :mod:`glia_hf.methods` that the paper does not have joins the tables after them, marked as our addition.
-PAPER_METHOD_LABELS = {
-    "linear_probe": "Linear probe",
-    "full_finetune": "Full fine-tune",
-    "adapter": "Adapter",
-    "lora": "LoRA",
-    "vpt": "VPT",
-    "glia": "GLIA (ours)",
-}
+#: Paper Table 6's methods in its row order. Their row names are their registered labels
+#: (``glia_hf.methods.MethodSpec.label``); a registered method the paper does not have joins the tables after them,
+#: marked as our addition.
+PAPER_METHOD_ORDER = ("linear_probe", "full_finetune", "adapter", "lora", "vpt", "glia")
+PAPER_METHOD_LABELS = {method: get_method(method).label for method in PAPER_METHOD_ORDER}
 
 
 def default_methods() -> Tuple[str, ...]:
@@ -44,8 +39,11 @@ def default_methods() -> Tuple[str, ...]:
 
 
 def method_label(method: str) -> str:
-    """The row name of a method in every table (``"lora"`` -> ``"LoRA"``)."""
-    return PAPER_METHOD_LABELS.get(method, f"{method} (our addition)")
+    """The row name of a method in every table (``"lora"`` -> ``"LoRA"``, ``"bitfit"`` -> ``"BitFit (our
+    addition)"``): its registered ``MethodSpec.table_label``."""
+    if method not in METHODS:
+        return f"{method} (our addition)"
+    return get_method(method).table_label()
 
 
 def _by_method(plan: Plan, results, column=lambda c: c.column) -> Dict[str, Dict[Any, list]]:

@@ -95,6 +95,11 @@ class GLIAConfig(PreTrainedConfig):
         image_mean (`list[float]`, *optional*), image_std (`list[float]`, *optional*):
             The backbone's input normalisation, when known (`from_backbone` records it); an image processor built
             with `GLIAImageProcessor.from_config` uses it unless given another.
+        method (`dict`, *optional*):
+            The fine-tuning method that made the model, as `glia_hf.methods.build_model` records it:
+            `{"name": "lora", "options": {"r": 8, ...}, "merged": true}` (`merged`: the method's modules were folded
+            into the backbone for export). `None` for a model built without `glia_hf.methods` or saved before the
+            field existed. Only recorded here; `glia_hf.methods.load_model` acts on it.
     """
 
     model_type = "glia"
@@ -126,6 +131,7 @@ class GLIAConfig(PreTrainedConfig):
         initializer_range: float = 0.02,
         image_mean: list[float] | None = None,
         image_std: list[float] | None = None,
+        method: dict | None = None,
         **kwargs,
     ):
         backbone_config = backbone_config_from(backbone_config if backbone_config is not None else ViTConfig())
@@ -168,6 +174,9 @@ class GLIAConfig(PreTrainedConfig):
         self.initializer_range = initializer_range
         self.image_mean = list(image_mean) if image_mean is not None else None
         self.image_std = list(image_std) if image_std is not None else None
+        if method is not None and not (isinstance(method, dict) and isinstance(method.get("name"), str)):
+            raise ValueError(f"method must be a dict with a 'name' (and 'options', 'merged'), got {method!r}.")
+        self.method = dict(method) if method is not None else None
         super().__init__(**kwargs)
         self.validate_glia()
 

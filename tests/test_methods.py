@@ -303,7 +303,8 @@ def test_bad_methods_and_options_get_clear_errors(method, options, glia_options,
 
 
 def test_methods_constant_and_defaults():
-    assert METHODS == ("glia", "linear_probe", "full_finetune", "lora", "adapter", "vpt")
+    # The paper's methods in registration order, then our additions (BitFit, glia_hf/methods/bitfit.py).
+    assert tuple(METHODS) == ("glia", "linear_probe", "full_finetune", "lora", "adapter", "vpt", "bitfit")
     model = build_model("lora", tiny_vit_config())
     assert model.glia_method_options == {"r": 8, "alpha": 16.0, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]}
     assert build_model("linear_probe", ViTConfig(**tiny_vit_config().to_dict()), glia_layers=[]).glia_method_options == {}

@@ -61,7 +61,8 @@ def test_every_protocol_expands_into_the_expected_runs(tmp_path, builtin_base):
         "ablation_components": [(False, True), (True, True), (False, False)],  # (GLR, LGF); GLR-only not trained
         "ablation_streams": [("semantic", "semantic"), ("detail", "detail"), ("semantic", "detail"),
                              ("detail", "semantic")],
-        "methods": [(m,) for m in ("linear_probe", "full_finetune", "adapter", "lora", "vpt", "glia")],
+        # The paper's Table 6 rows in its order, then our additions (BitFit, registered in glia_hf/methods/bitfit.py).
+        "methods": [(m,) for m in ("linear_probe", "full_finetune", "adapter", "lora", "vpt", "glia", "bitfit")],
         "cross": [("glia",), ("glia",)],
     }
     for table, rows in expected_rows.items():
@@ -241,13 +242,13 @@ def test_tables_follow_the_paper_layout(tmp_path, builtin_base):
 
     plan = expand("methods", [builtin_base], splits=[0, 1, 2], out=out)
     params = {"linear_probe": 33, "full_finetune": 27_000, "adapter": 1_500, "lora": 900, "vpt": 700,
-              "glia": 5_000_000}
+              "glia": 5_000_000, "bitfit": 1_200}
     fake_results(plan, lambda run: (0.7, 0.75), trainable=params)
     markdown, rows = table_lines(plan)
     assert rows[0][:3] == ["Method", "Trainable params", "builtin SRCC"]
     assert [(r[0], int(r[1])) for r in rows[1:-1]] == [
         ("Linear probe", 33), ("Full fine-tune", 27_000), ("Adapter", 1_500), ("LoRA", 900), ("VPT", 700),
-        ("GLIA (ours)", 5_000_000)]
+        ("GLIA (ours)", 5_000_000), ("BitFit (our addition)", 1_200)]
     assert "| GLIA (ours) | 5.00M | 0.700 (0.700 ± 0.000) |" in markdown
     # LoDa's row is quoted, marked as such; the paper has no number for the built-in set.
     assert rows[-1][:2] == [protocol_tables.LODA_ROW_LABEL, "9M (quoted)"] and set(rows[-1][2:]) == {""}

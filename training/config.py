@@ -33,9 +33,9 @@ import yaml
 
 from glia_hf.configuration_glia import LOSSES
 from glia_hf.image_processing_glia import RESIZE_FILTERS
+from glia_hf.methods import METHODS  # the registered fine-tuning methods (glia_hf.methods.register_method)
 
 
-METHODS = ("glia", "linear_probe", "full_finetune", "lora", "adapter", "vpt")
 TRACKERS = ("csv", "tensorboard")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 SCHEDULERS = ("cosine", "constant")

@@ -373,18 +373,14 @@ def unreachable_trainable(model) -> List[str]:
 
 
 def method_label(config: TrainConfig) -> str:
-    """``glia`` or e.g. ``glia [use_glr=false]`` for an ablation; the baselines by name (with non-default options)."""
-    parts = []
-    if config.model.method == "glia":
-        import inspect
+    """``glia`` or e.g. ``glia [use_glr=false]`` for an ablation; the baselines by name (with non-default options).
 
-        from glia_hf import GLIAConfig
+    What goes in the brackets is the method's ``MethodSpec.label_options`` (default: its options)."""
+    from glia_hf.methods import get_method
 
-        defaults = {name: p.default for name, p in inspect.signature(GLIAConfig.__init__).parameters.items()}
-        for key in ("use_lgf", "use_glr", "guidance_stream", "main_stream", "glia_layers", "latent_dim"):
-            if key in config.model.glia and config.model.glia[key] != defaults.get(key):
-                value = config.model.glia[key]
-                parts.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
+    spec = get_method(config.model.method)
+    if spec.label_options is not None:
+        parts = spec.label_options(dict(config.model.glia), dict(config.model.method_options))
     else:
         parts = [f"{k}={v}" for k, v in sorted(config.model.method_options.items())]
     return config.model.method + (f" [{', '.join(parts)}]" if parts else "")
@@ -849,23 +845,16 @@ class Run:
     def export_model(self, model, processor, directory: Path) -> None:
         """Save a Hub-ready directory: weights (safetensors), config with auto_map and remote code, processor.
 
-        ``lora`` is merged into the ViT first (``merge_for_export``), so it loads like any GLIANet checkpoint.
-        ``adapter`` and ``vpt`` models are saved with ``save_method_checkpoint`` (they need ``glia_hf`` to load).
-        The model card is written at the end of the run, when every split's results are known.
+        How is the method's ``MethodSpec.export`` (``glia_hf.methods.save_model``): ``lora`` is merged into the ViT
+        first, so it loads like any GLIANet checkpoint; ``adapter`` and ``vpt`` models are saved with
+        ``save_method_checkpoint`` (they need ``glia_hf`` to load). The model card is written at the end of the run,
+        when every split's results are known.
         """
-        from glia_hf.methods import merge_for_export, save_method_checkpoint
+        from glia_hf.methods import save_model
 
-        method = self.config.model.method
         if directory.exists():
             shutil.rmtree(directory)
-        if method in ("adapter", "vpt"):
-            save_method_checkpoint(model, method, dict(self.config.model.method_options) or None, directory)
-        else:
-            if method == "lora":
-                import copy
-
-                model = merge_for_export(copy.deepcopy(model))
-            model.save_pretrained(directory, safe_serialization=True)
+        save_model(model, directory)
         processor.save_pretrained(directory)
 
 
@@ -1065,9 +1054,11 @@ def card_values(run: Run, payload: dict, split_result: dict, model_id: str) -> D
             + "They show that the pipeline runs; they say nothing about agreement with human quality judgements, "
               "and they are kept out of the card's `model-index` metadata."
         )
-    if config.model.method == "lora":
-        notes.append("The LoRA updates were merged into the ViT's weights for export (`merge_for_export`); the "
-                     "directory loads like any GLIANet checkpoint.")
+    from glia_hf.methods import get_method
+
+    spec = get_method(config.model.method)
+    if spec.export_note:
+        notes.append(spec.export_note)
     details = (
         f"Trained with `training/train.py` (GLIA-HF, Accelerate) on {payload['num_processes']} process(es), mixed "
         f"precision `{payload['mixed_precision']}`. AdamW (lr {config.optim.lr:g}, weight decay "
@@ -1086,15 +1077,12 @@ def card_values(run: Run, payload: dict, split_result: dict, model_id: str) -> D
         + ("\n\nMethod options: `" + json.dumps(config.model.method_options, sort_keys=True) + "`"
            if config.model.method_options else "")
     )
-    method_names = {"glia": "GLIANet (GLIA blocks, frozen ViT)", "linear_probe": "linear probe (frozen ViT)",
-                    "full_finetune": "full fine-tuning", "lora": "LoRA (peft), merged for export",
-                    "adapter": "bottleneck adapters", "vpt": "deep visual prompt tuning"}
     dataset = canonical_name(config.data.dataset)
     return {
-        "title": f"{method_names[config.model.method]} trained on {DATASET_NAMES.get(dataset, config.data.dataset)}"
+        "title": f"{spec.description} trained on {DATASET_NAMES.get(dataset, config.data.dataset)}"
                  + (f" ({label})" if label else ""),
-        "notice": method_checkpoint_notice(config.model.method) if config.model.method in ("adapter", "vpt") else "",
-        "method": f"`{method_label(config)}`: {method_names[config.model.method]}",
+        "notice": method_checkpoint_notice(config.model.method) if spec.export == "method_checkpoint" else "",
+        "method": f"`{method_label(config)}`: {spec.description}",
         "backbone": backbone_description(config.model.backbone),
         "dataset": f"{config.data.dataset} ({scale.description})",
         "score_name": scale.description,

@@ -4,9 +4,9 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..backbones import PROJECTIONS
+from .registry import get_method
 
 
-METHODS = ("glia", "linear_probe", "full_finetune", "lora", "adapter", "vpt")
 ADAPTER_TYPES = ("houlsby", "adaptformer")
 # Generic names of a block's linear layers; each backbone family maps them to its own modules (glia_hf.backbones).
 LORA_TARGETS = PROJECTIONS
@@ -117,13 +117,9 @@ class VPTMethodConfig:
             self.layers = sorted(set(self.layers))
 
 
-METHOD_CONFIGS = {"lora": LoraMethodConfig, "adapter": AdapterMethodConfig, "vpt": VPTMethodConfig}
-
-
 def check_method(method: str) -> str:
-    """Return `method` if it is one of `METHODS`, else raise a `ValueError` listing them."""
-    if method not in METHODS:
-        raise ValueError(f"Unknown fine-tuning method {method!r}; choose one of {METHODS}.")
+    """Return `method` if it is one of the registered `METHODS`, else raise a `ValueError` listing them."""
+    get_method(method)
     return method
 
 
@@ -133,8 +129,7 @@ def parse_method_options(method: str, options: dict[str, Any] | Any | None = Non
     `options` may be a dict (unknown keys are an error that lists the allowed ones), the method's dataclass itself,
     or `None` for the defaults.
     """
-    check_method(method)
-    config_class = METHOD_CONFIGS.get(method)
+    config_class = get_method(method).config_class
     if config_class is None:
         if options:
             raise ValueError(f"Method {method!r} takes no method options, got {dict(options)!r}.")

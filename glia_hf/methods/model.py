@@ -29,6 +29,7 @@ from .config import (
     parse_method_options,
 )
 from .layer import BottleneckAdapter, ParallelAdapter, PromptedViTLayer, SequentialAdapter, vpt_init_bound
+from .registry import METHODS, MethodSpec, get_method, register_method
 
 
 CHECKPOINT_CONFIG_NAME = "glia_method.json"
@@ -37,10 +38,13 @@ CHECKPOINT_FORMAT_VERSION = 1
 
 
 def _forced_glia_options(method: str) -> dict[str, Any]:
-    """GLIAConfig settings that a method fixes: the baselines have no GLIA block; only full fine-tuning trains the ViT."""
-    if method == "glia":
-        return {}
-    return {"glia_layers": [], "freeze_backbone": method != "full_finetune"}
+    """GLIAConfig settings that a method fixes (its `MethodSpec.glia_options`)."""
+    return dict(get_method(method).glia_options)
+
+
+def method_record(method: str, options, merged: bool = False) -> dict[str, Any]:
+    """What `GLIAConfig.method` stores: `{"name": ..., "options": {...}, "merged": bool}` (JSON-ready)."""
+    return {"name": method, "options": options_to_dict(options), "merged": bool(merged)}
 
 
 def build_model(
@@ -52,27 +56,28 @@ def build_model(
     """Build a `GLIAForImageQualityAssessment` set up for one fine-tuning method.
 
     Args:
-        method: one of `METHODS`:
+        method: a registered method (`METHODS`; see `register_method`), among them:
             - `"glia"`: GLIANet itself, exactly as [`GLIAForImageQualityAssessment.from_backbone`] builds it (its
               ablations are `glia_options`, e.g. `use_glr=False`, `main_stream="semantic"`);
             - `"linear_probe"`: frozen ViT, only the head trains;
             - `"full_finetune"`: the whole ViT and the head train;
             - `"lora"`: peft LoRA on the ViT's attention projections (see `LoraMethodConfig`) plus the head;
             - `"adapter"`: Houlsby or AdaptFormer bottleneck adapters (see `AdapterMethodConfig`) plus the head;
-            - `"vpt"`: deep visual prompts (see `VPTMethodConfig`) plus the head.
+            - `"vpt"`: deep visual prompts (see `VPTMethodConfig`) plus the head;
+            - `"bitfit"`: the backbone's bias terms plus the head (our addition, see `glia_hf.methods.bitfit`).
         backbone: a Hub id or a local directory of a checkpoint of any family in `glia_hf.backbones` (ViT, DeiT,
             DINOv2, DINOv2 with registers, CLIP or SigLIP vision), or a backbone config (or a dict of its fields with a
             `model_type`) for a random one; see [`GLIAForImageQualityAssessment.from_backbone`].
         method_options: the method's hyper-parameters as a dict (or its dataclass); `None` for the defaults. Only
-            `lora`, `adapter` and `vpt` take any.
+            methods with a `MethodSpec.config_class` (`lora`, `adapter`, `vpt`) take any.
         glia_options: [`GLIAConfig`] arguments (score range, `main_stream`, `loss`, `head_dropout`, ...). For the
             baselines `glia_layers` and `freeze_backbone` are fixed by the method; passing another value is an error.
 
     Returns:
         The model, whose ViT is frozen except for `full_finetune`, and whose only trainable parameters are the
         method's own new ones plus the head (and the ViT for `full_finetune`; the GLIA blocks and prior projection for
-        `glia`). The method and its resolved options are kept on it as `model.glia_method` and
-        `model.glia_method_options`.
+        `glia`). The method and its resolved options are recorded in `model.config.method` (so `save_pretrained`
+        writes them into `config.json`) and kept on the model as `model.glia_method` and `model.glia_method_options`.
     """
     check_method(method)
     options = parse_method_options(method, method_options)
@@ -88,9 +93,9 @@ def apply_method(model: GLIAForImageQualityAssessment, method: str, method_optio
     """Add a method's modules to a freshly built model (in place) and set which parameters train.
 
     The model's configuration must already match the method (`build_model` sees to it): no GLIA block for the
-    baselines, a frozen backbone for all but `full_finetune`.
+    baselines, a frozen backbone for all but `full_finetune` and `bitfit`.
     """
-    check_method(method)
+    spec = get_method(method)
     options = parse_method_options(method, method_options)
     config = model.config
     expected = _forced_glia_options(method)
@@ -98,46 +103,30 @@ def apply_method(model: GLIAForImageQualityAssessment, method: str, method_optio
     mismatch = {key: actual[key] for key, value in expected.items() if actual[key] != value}
     if mismatch:
         raise ValueError(f"Method {method!r} needs a model with {expected}, this one has {mismatch}.")
-    if method == "lora":
-        _inject_lora(model, options)
-    elif method == "adapter":
-        _add_adapters(model, options)
-    elif method == "vpt":
-        _add_prompts(model, options)
+    if spec.apply is not None:
+        spec.apply(model, options)
     set_trainable(model, method)
     model.glia_method = method
     model.glia_method_options = options_to_dict(options)
+    model.config.method = method_record(method, options)
     return model
 
 
 def set_trainable(model: GLIAForImageQualityAssessment, method: str) -> None:
-    """Set `requires_grad` on every parameter as the method wants it (the ViT stays frozen unless fully fine-tuned).
+    """Set `requires_grad` on every parameter as the method's `MethodSpec.trainable` says.
 
-    `glia` keeps what the model itself set (GLIA blocks, prior projection and head train). The baselines have no GLIA
-    block, hence no prior projection either: only the head and the method's own parameters train.
+    A method with `trainable=None` (`glia`) keeps what the model itself set (GLIA blocks, prior projection and head
+    train; the ViT frozen). For the others only the head and the parameters that `trainable` selects train.
     """
-    check_method(method)
-    if method == "glia":
+    spec = get_method(method)
+    if spec.trainable is None:
         model.glia.freeze_backbone()
         return
     model.requires_grad_(False)
     model.regressor.requires_grad_(True)
-    if method == "full_finetune":
-        model.glia.vit.requires_grad_(True)
-    elif method == "lora":
-        for name, parameter in model.glia.vit.named_parameters():
-            if "lora_" in name:
-                parameter.requires_grad_(True)
-    elif method == "adapter":
-        for module in model.glia.vit.modules():
-            if isinstance(module, BottleneckAdapter):
-                module.requires_grad_(True)
-            elif isinstance(module, ParallelAdapter) and isinstance(module.adapter_scale, nn.Parameter):
-                module.adapter_scale.requires_grad_(True)
-    elif method == "vpt":
-        for module in model.glia.vit.modules():
-            if isinstance(module, PromptedViTLayer):
-                module.prompts.requires_grad_(True)
+    for name, parameter in model.named_parameters():
+        if spec.trains(name, parameter):
+            parameter.requires_grad_(True)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -237,30 +226,46 @@ def _add_prompts(model: GLIAForImageQualityAssessment, options: VPTMethodConfig)
 def merge_for_export(model: GLIAForImageQualityAssessment) -> GLIAForImageQualityAssessment:
     """Return a plain `GLIAForImageQualityAssessment` ready for `save_pretrained` / `push_to_hub`.
 
-    For `lora` the low-rank updates are added into the ViT's weights and the LoRA layers are replaced by the plain
-    linear layers, in place: the scores do not change, and the saved directory loads through `AutoModel` with remote
-    code like any other GLIANet checkpoint. `glia`, `linear_probe` and `full_finetune` models are returned as they
-    are. Adapters and prompts cannot be merged into the ViT: save those with `save_method_checkpoint`.
+    A method with `export="merge"` (`lora`) is folded into the ViT's weights by its `MethodSpec.merge`, in place: the
+    scores do not change, the saved directory loads through `AutoModel` with remote code like any other GLIANet
+    checkpoint, and `config.method` records the method and options with `"merged": true`. Methods exported with
+    `save_pretrained` are returned as they are. Adapters and prompts cannot be merged into the ViT: save those with
+    `save_method_checkpoint`.
     """
     method = getattr(model, "glia_method", None)
-    if method in ("adapter", "vpt") or _has_wrappers(model):
+    spec = get_method(method) if method in METHODS else None
+    if (spec is not None and spec.export == "method_checkpoint") or _has_wrappers(model):
         raise ValueError(
             f"A {method or 'adapter/vpt'} model cannot be merged into a plain ViT; "
             "save it with glia_hf.methods.save_method_checkpoint and reload it with load_method_checkpoint."
         )
+    lora_layers = _lora_layers(model)
+    if spec is not None and spec.export == "merge":
+        spec.merge(model)
+    elif lora_layers:  # a model given LoRA layers by hand, without build_model
+        _merge_lora(model)
+    if lora_layers or (spec is not None and spec.export == "merge"):
+        record = dict(getattr(model.config, "method", None) or method_record("lora", None))
+        model.config.method = {**record, "merged": True}
+        model.glia_method, model.glia_method_options = "linear_probe", {}
+        set_trainable(model, "linear_probe")
+    return model
+
+
+def _lora_layers(model: nn.Module) -> list:
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    lora_layers = [(name, module) for name, module in model.named_modules() if isinstance(module, BaseTunerLayer)]
-    for name, module in lora_layers:
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, BaseTunerLayer)]
+
+
+def _merge_lora(model: GLIAForImageQualityAssessment) -> None:
+    """Add the LoRA updates into the wrapped linear layers and put the plain layers back, in place."""
+    for name, module in _lora_layers(model):
         module.merge()
         parent_name, _, child_name = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child_name, module.get_base_layer())
     if hasattr(model, "peft_config"):
         del model.peft_config
-    if lora_layers or method == "lora":
-        model.glia_method, model.glia_method_options = "linear_probe", {}
-        set_trainable(model, "linear_probe")
-    return model
 
 
 def _has_wrappers(model: nn.Module) -> bool:
@@ -329,12 +334,120 @@ def load_method_checkpoint(save_directory: str | os.PathLike) -> GLIAForImageQua
     return model
 
 
+def save_model(model: GLIAForImageQualityAssessment, save_directory: str | os.PathLike) -> str:
+    """Export a trained model the way its method's `MethodSpec.export` says; return that export kind.
+
+    `save_pretrained` methods are saved as they are; `merge` methods (`lora`) are merged into a copy of the model
+    first (the model passed in keeps training as it was); `method_checkpoint` methods (`adapter`, `vpt`) are saved
+    with [`save_method_checkpoint`]. Either way the saved configuration's `method` field names the method and options.
+    """
+    import copy
+
+    method = getattr(model, "glia_method", None) or method_of(model.config)["name"]
+    spec = get_method(method)
+    if spec.export == "method_checkpoint":
+        save_method_checkpoint(model, method, getattr(model, "glia_method_options", None) or None, save_directory)
+    else:
+        if spec.export == "merge":
+            model = merge_for_export(copy.deepcopy(model))
+        model.save_pretrained(save_directory, safe_serialization=True)
+    return spec.export
+
+
+def method_of(config: GLIAConfig) -> dict[str, Any]:
+    """The method record of a configuration (`GLIAConfig.method`), inferred for a `config.json` written before the
+    field existed: `glia` if it has GLIA blocks, else `full_finetune` if the backbone trains, else `linear_probe`
+    (a merged LoRA model of that time is indistinguishable from a linear probe)."""
+    record = getattr(config, "method", None)
+    if record:
+        return {"name": record["name"], "options": dict(record.get("options") or {}),
+                "merged": bool(record.get("merged", False))}
+    name = "glia" if config.glia_layers else ("linear_probe" if config.freeze_backbone else "full_finetune")
+    return {"name": name, "options": {}, "merged": False}
+
+
+def load_model(save_directory: str | os.PathLike, **kwargs) -> GLIAForImageQualityAssessment:
+    """Load any exported model and restore its method: which parameters train, `glia_method`(`_options`).
+
+    A `glia_method.json` directory goes through [`load_method_checkpoint`]; a `config.json` directory through
+    `GLIAForImageQualityAssessment.from_pretrained(save_directory, **kwargs)`, after which the method recorded in
+    `config.method` sets which parameters train (a merged model trains its head only, its method's modules being
+    folded into the backbone).
+    """
+    directory = Path(save_directory)
+    if (directory / CHECKPOINT_CONFIG_NAME).is_file() and not (directory / "config.json").is_file():
+        return load_method_checkpoint(directory)
+    model = GLIAForImageQualityAssessment.from_pretrained(save_directory, **kwargs)
+    record = method_of(model.config)
+    model.config.method = record
+    if record["merged"]:
+        model.glia_method, model.glia_method_options = "linear_probe", {}
+    else:
+        model.glia_method = record["name"]
+        model.glia_method_options = options_to_dict(parse_method_options(record["name"], record["options"] or None))
+    set_trainable(model, model.glia_method)
+    return model
+
+
+# ------------------------------------------------------------------------------------------ the registered methods
+
+
+def _glia_ablation_options(glia_options: dict, method_options: dict) -> list[str]:
+    """GLIANet's run label names its ablations: the GLIAConfig settings that differ from the defaults."""
+    import inspect
+
+    defaults = {name: p.default for name, p in inspect.signature(GLIAConfig.__init__).parameters.items()}
+    parts = []
+    for key in ("use_lgf", "use_glr", "guidance_stream", "main_stream", "glia_layers", "latent_dim"):
+        if key in glia_options and glia_options[key] != defaults.get(key):
+            value = glia_options[key]
+            parts.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
+    return parts
+
+
+_BASELINE = {"glia_layers": [], "freeze_backbone": True}
+
+register_method(MethodSpec(
+    name="glia", label="GLIA (ours)", description="GLIANet (GLIA blocks, frozen ViT)", trainable=None, paper=True,
+    reference="the paper", label_options=_glia_ablation_options,
+))
+register_method(MethodSpec(
+    name="linear_probe", label="Linear probe", description="linear probe (frozen ViT)", glia_options=_BASELINE,
+    paper=True,
+))
+register_method(MethodSpec(
+    name="full_finetune", label="Full fine-tune", description="full fine-tuning",
+    glia_options={"glia_layers": [], "freeze_backbone": False}, trainable=r"^glia\.vit\.", paper=True,
+))
+register_method(MethodSpec(
+    name="lora", label="LoRA", description="LoRA (peft), merged for export", config_class=LoraMethodConfig,
+    glia_options=_BASELINE, apply=_inject_lora, trainable="lora_", export="merge", merge=_merge_lora,
+    export_note="The LoRA updates were merged into the ViT's weights for export (`merge_for_export`); the "
+                "directory loads like any GLIANet checkpoint.",
+    paper=True, reference="Hu et al., 2022",
+))
+register_method(MethodSpec(
+    name="adapter", label="Adapter", description="bottleneck adapters", config_class=AdapterMethodConfig,
+    glia_options=_BASELINE, apply=_add_adapters, trainable=(r"\.adapter\.", r"\.adapter_scale$"),
+    export="method_checkpoint", paper=True, reference="Houlsby et al., 2019; Chen et al., 2022 (AdaptFormer)",
+))
+register_method(MethodSpec(
+    name="vpt", label="VPT", description="deep visual prompt tuning", config_class=VPTMethodConfig,
+    glia_options=_BASELINE, apply=_add_prompts, trainable=r"\.prompts$", export="method_checkpoint", paper=True,
+    reference="Jia et al., 2022",
+))
+
+
 __all__ = [
     "apply_method",
     "build_model",
     "count_parameters",
     "load_method_checkpoint",
+    "load_model",
     "merge_for_export",
+    "method_of",
+    "method_record",
     "save_method_checkpoint",
+    "save_model",
     "set_trainable",
 ]
