@@ -12,10 +12,11 @@ import torch
 from transformers import AutoConfig
 
 from ..backbones import FAMILIES
-from . import build_model, count_parameters
+from . import METHODS, build_model, count_parameters, get_method
 
 
-# The rows of the table: each method at its default options, plus the Houlsby variant of the adapters.
+# The rows of the table: each method at its default options, plus the Houlsby variant of the adapters; a method
+# registered elsewhere (BitFit, or one of your own) joins at its default options (see `table_runs`).
 TABLE_RUNS = (
     ("glia", None, "GLIA blocks in front of every block, latent 64"),
     ("linear_probe", None, "head only"),
@@ -48,12 +49,18 @@ def base_config(model_type: str, tiny: bool = False):
     return AutoConfig.for_model(model_type, **fields)
 
 
+def table_runs() -> tuple:
+    """`TABLE_RUNS`, then every other registered method at its default options, described by its `description`."""
+    listed = {method for method, _, _ in TABLE_RUNS}
+    return TABLE_RUNS + tuple((name, None, get_method(name).description) for name in METHODS if name not in listed)
+
+
 def parameter_table(backbone=None) -> list[tuple[str, str, int, int]]:
-    """Rows `(method, description, trainable, total)` of `TABLE_RUNS` for one backbone config (default ViT-B/16),
+    """Rows `(method, description, trainable, total)` of `table_runs()` for one backbone config (default ViT-B/16),
     counted on the meta device."""
     backbone = backbone if backbone is not None else base_config("vit")
     rows = []
-    for method, options, description in TABLE_RUNS:
+    for method, options, description in table_runs():
         with torch.device("meta"):
             model = build_model(method, backbone, options)
         rows.append((method, description, *count_parameters(model)))
