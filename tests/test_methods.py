@@ -152,6 +152,8 @@ def test_vit_b16_parameter_table():
         "adapter": 12 * (768 * 64 + 64 + 64 * 768 + 768 + 1) + head,
         "adapter_houlsby": 12 * 2 * (768 * 64 + 64 + 64 * 768 + 768) + head,
         "vpt": 12 * 10 * 768 + head,
+        # every bias: patch embedding, per block q/k/v/o + fc1 + fc2 + both layer norms, the final layer norm
+        "bitfit": 768 + 12 * (4 * 768 + 3072 + 768 + 2 * 768) + 768 + head,
     }
     assert 7_500_000 <= trainable["glia"] <= 9_500_000
 
