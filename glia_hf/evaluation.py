@@ -35,7 +35,6 @@ modules without their Arrow round trip); for any other metric, its `compute` is 
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Mapping
 from time import perf_counter
@@ -43,13 +42,14 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ._metrics import RESULT_KEYS
 from ._metrics import compute_iqa_metrics as _compute_core
 from ._metrics import load_iqa_metrics as _load_core
 from .pipeline_glia import PIPELINE_TASK
 
 
-#: Result keys, in table order (SHARED_DECISIONS: `plcc` and `rmse` after the logistic fit, `*_raw` without it).
-METRIC_KEYS = ("srcc", "plcc", "plcc_raw", "krcc", "rmse", "rmse_raw")
+#: Result keys, in table order (`plcc` and `rmse` after the logistic fit, `*_raw` without it): the metric code's own.
+METRIC_KEYS = RESULT_KEYS
 DEFAULT_RESAMPLES = 1000
 
 try:
@@ -58,40 +58,21 @@ except ImportError:  # `evaluate` is in the [train] extra; the evaluator needs i
     _EvaluatorBase = object
 
 
-def _with_logistic(function) -> dict:
-    """`logistic=True` where the metric code still takes that switch (before the fitted PLCC became `plcc`)."""
-    return {"logistic": True} if "logistic" in inspect.signature(function).parameters else {}
-
-
-def project_keys(result: Mapping) -> dict:
-    """Results under the project's keys, in `METRIC_KEYS` order (other keys follow unchanged).
-
-    The metric code that reports the fitted PLCC as ``plcc_logistic4`` and the raw one as ``plcc`` (with a raw
-    ``rmse``) is mapped to ``plcc`` / ``plcc_raw`` / ``rmse_raw``; results already in the project's keys pass as they
-    are.
-    """
+def _in_table_order(result: Mapping) -> dict:
+    """The results as floats, `METRIC_KEYS` first in table order, other keys (another metric's) after them."""
     result = dict(result)
-    if "plcc_logistic4" in result:
-        renamed = {"plcc": result.pop("plcc_logistic4")}
-        if "plcc" in result:
-            renamed["plcc_raw"] = result.pop("plcc")
-        if "rmse" in result:
-            renamed["rmse_raw"] = result.pop("rmse")
-        result.update(renamed)
     ordered = {key: float(result.pop(key)) for key in METRIC_KEYS if key in result}
     return {**ordered, **result}
 
 
 def compute_metrics(predictions, references, allow_degenerate: bool = False) -> dict:
-    """Every IQA metric of one evaluation under the project's keys (`eval/metrics`' `compute_iqa_metrics`)."""
-    return project_keys(
-        _compute_core(predictions, references, allow_degenerate=allow_degenerate, **_with_logistic(_compute_core))
-    )
+    """Every IQA metric of one evaluation (`eval/metrics`' `compute_iqa_metrics`), in table order."""
+    return _in_table_order(_compute_core(predictions, references, allow_degenerate=allow_degenerate))
 
 
 def load_iqa_metrics(**options):
     """The shipped IQA metrics as one `evaluate.CombinedEvaluations`, the logistic PLCC included; loaded by path."""
-    return _load_core(**{**_with_logistic(_load_core), **options})
+    return _load_core(**options)
 
 
 def load_iqa_pipeline(model, device=None, **options):
@@ -229,7 +210,7 @@ class IQAEvaluator(_EvaluatorBase):
     def compute_metric(self, metric, metric_inputs: dict, strategy="simple", confidence_level=0.95,
                        n_resamples=DEFAULT_RESAMPLES, random_state=None) -> dict:
         raw = metric.compute(**metric_inputs, **self.METRIC_KWARGS)
-        result = project_keys(raw)
+        result = _in_table_order(raw)
         if strategy != "bootstrap":
             return result
         if set(result) <= set(METRIC_KEYS):  # our metrics: the plain functions, the same numbers, no Arrow
@@ -238,7 +219,7 @@ class IQAEvaluator(_EvaluatorBase):
                 return {key: values.get(key, float("nan")) for key in result}
         else:
             def statistic(predictions, references):
-                values = project_keys(metric.compute(predictions=list(predictions), references=list(references),
+                values = _in_table_order(metric.compute(predictions=list(predictions), references=list(references),
                                                      **self.METRIC_KWARGS))
                 return {key: values[key] for key in result}
         intervals = bootstrap(metric_inputs["predictions"], metric_inputs["references"], statistic,
@@ -254,5 +235,4 @@ __all__ = [
     "compute_metrics",
     "load_iqa_metrics",
     "load_iqa_pipeline",
-    "project_keys",
 ]
