@@ -899,11 +899,16 @@ def _as_number(value) -> float:
     return float("nan") if value is None else float(value)
 
 
+def _split_summaries(results: List[dict], metrics: Sequence[str]):
+    """``summarize_splits`` over the splits' results, a metric saved as ``null`` (a NaN in JSON) counted as NaN."""
+    numeric = [{**r, **{m: _as_number(r.get(m)) for m in metrics}} for r in results]
+    return summarize_splits(numeric, list(metrics))
+
+
 def summary_of(results: List[dict], metrics: Optional[Sequence[str]] = None) -> Dict[str, dict]:
     """``{metric: {median, mean, std, count}}`` over the splits (std is ``None`` in JSON for one split)."""
     metrics = reported_metrics(results) if metrics is None else list(metrics)
-    numeric = [{**r, **{m: _as_number(r.get(m)) for m in metrics}} for r in results]
-    return {metric: summary.as_dict() for metric, summary in summarize_splits(numeric, metrics).items()}
+    return {metric: summary.as_dict() for metric, summary in _split_summaries(results, metrics).items()}
 
 
 def _train_fraction_text(config: TrainConfig) -> str:
@@ -919,8 +924,7 @@ def results_table(config: TrainConfig, results: List[dict], wall_time: float) ->
     from eval.reporting import ParamCount
 
     metrics = reported_metrics(results)
-    numeric = [{**r, **{m: _as_number(r.get(m)) for m in metrics}} for r in results]
-    summary = summarize_splits(numeric, metrics)
+    summary = _split_summaries(results, metrics)
     counts = sorted({s.count for s in summary.values()})
     spread = max(counts, default=0) > 1
     caption = make_caption(
