@@ -134,8 +134,6 @@ def test_demo_in_headless_chromium(tmp_path):
         assert driver.find_elements(By.CSS_SELECTOR, "#csv a")  # the CSV download link
         time.sleep(1)  # let the gallery images paint before the screenshot
         assert driver.save_screenshot(str(tmp_path / "demo.png"))
-        if os.environ.get("GLIA_DEMO_SCREENSHOT"):  # how docs/demo.png was made
-            driver.save_screenshot(os.environ["GLIA_DEMO_SCREENSHOT"])
     finally:
         if driver is not None:
             driver.quit()
