@@ -13,7 +13,7 @@ Scoring goes through `glia_hf.scoring.score_to_file`, so each data set's ``OUTPU
 and ``--resume`` continues where a run stopped; a data set whose ``metrics.json`` is already there with the same
 settings is not scored again. The metrics come from `IQAEvaluator` (`glia_hf.evaluation`), fed the saved scores.
 
-Outputs in ``--output-dir``: ``benchmark.md``, ``benchmark.csv`` and ``benchmark.json`` (``schema_version`` 2), with
+Outputs in ``--output-dir``: ``benchmark.md``, ``benchmark.csv`` and ``benchmark.json`` (``schema_version``: the results files' version, ``eval.reporting.RESULTS_SCHEMA_VERSION``), with
 the model, views, seed and resolution in the caption, and the bootstrap intervals (``--bootstrap N`` resamples of the
 scores, 1,000 by default; 0 for none).
 """
@@ -24,7 +24,7 @@ import json
 import sys
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+from .image_processing_glia import describe_resolution
 
 
 def _pairs(values, option):
@@ -69,13 +69,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="do not show progress bars")
 
 
-def describe_resolution(processor) -> str:
+def describe_input(processor) -> str:
     """What the model sees, from its image processor's settings."""
     grid, fragment = processor.grid_size, processor.fragment_size
-    short_side = getattr(processor, "resize_short_side", None)
-    source = "native resolution" if not short_side else f"short side resized to {short_side} px"
+    resolution = describe_resolution(getattr(processor, "resize_short_side", None),
+                                     getattr(processor, "resize_resample", "bicubic"))
     return (f"global view {processor.image_size} px; {grid[0]}x{grid[1]} fragments of "
-            f"{fragment[0]}x{fragment[1]} px from the {source}")
+            f"{fragment[0]}x{fragment[1]} px, images at {resolution}")
 
 
 def describe_views(num_samples, seed) -> str:
@@ -105,7 +105,7 @@ def run_benchmark(args) -> int:
     """Score every data set, compute the metrics, write the tables; returns the exit status."""
     import torch
 
-    from glia_hf._reporting import Table, _metric_label, to_csv, to_markdown
+    from glia_hf._reporting import RESULTS_SCHEMA_VERSION, Table, metric_label, to_csv, to_markdown
     from glia_hf.cli import UsageError, load_scorer
     from glia_hf.data import get_score_scale, load_iqa_dataset
     from glia_hf.evaluation import IQAEvaluator, load_iqa_metrics
@@ -126,7 +126,7 @@ def run_benchmark(args) -> int:
     seed = (0 if args.seed is None else args.seed) if args.num_samples is not None else None
     settings = {
         "model": args.model, "num_samples": args.num_samples, "seed": seed,
-        "resolution": describe_resolution(processor), "split": "whole" if args.split is None else args.split,
+        "resolution": describe_input(processor), "split": "whole" if args.split is None else args.split,
         "bootstrap": args.bootstrap, "confidence": args.confidence,
     }
     output_dir = Path(args.output_dir)
@@ -187,7 +187,7 @@ def run_benchmark(args) -> int:
 
     keys = [key for key in ("srcc", "plcc", "plcc_raw", "krcc", "rmse", "rmse_raw")
             if any(key in r["metrics"] for r in results.values())]
-    labels = [_metric_label(key) for key in keys]  # the display labels are defined once, in eval/reporting.py
+    labels = [metric_label(key) for key in keys]  # the display labels are defined once, in eval/reporting.py
     with_intervals = any(r["intervals"] for r in results.values())
     interval_text = (f"; [{args.confidence:.0%} bootstrap interval over {args.bootstrap} resamples of the "
                      "(score, MOS) pairs, the logistic refitted on each]" if with_intervals else "")
@@ -196,7 +196,7 @@ def run_benchmark(args) -> int:
                    if [float(v) for v in r.get("mos_range", model_range)] != [float(v) for v in model_range]]
     scale_note = (f"; the model scores on {model_range[0]:g}-{model_range[1]:g}, so raw RMSE is across scales for "
                   + ", ".join(other_scale) if other_scale else "")
-    caption = (f"GLIANet {args.model}: {describe_views(args.num_samples, seed)}; {describe_resolution(processor)}; "
+    caption = (f"GLIANet {args.model}: {describe_views(args.num_samples, seed)}; {describe_input(processor)}; "
                f"{'whole data sets' if args.split is None else f'test part of split {args.split}'}{interval_text}"
                f"{scale_note}.")
     markdown = Table("Benchmark", caption, ["Data set", "Images"], labels, digits=4)
@@ -214,7 +214,7 @@ def run_benchmark(args) -> int:
         markdown.add_row([name, str(result["num_images"])], cells)
         numbers.add_row([name, str(result["num_images"])], values)
     output_dir.mkdir(parents=True, exist_ok=True)
-    document = {"schema_version": SCHEMA_VERSION, "caption": caption, **settings, "datasets": results}
+    document = {"schema_version": RESULTS_SCHEMA_VERSION, "caption": caption, **settings, "datasets": results}
     write_atomically(output_dir / "benchmark.md", lambda stream: stream.write(to_markdown(markdown)))
     write_atomically(output_dir / "benchmark.csv", lambda stream: stream.write(to_csv(numbers)))
     write_atomically(output_dir / "benchmark.json", lambda stream: json.dump(document, stream, indent=2))

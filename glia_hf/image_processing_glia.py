@@ -65,6 +65,14 @@ def short_side_size(width: int, height: int, short_side: int) -> tuple:
     return int(short_side * width / height), short_side
 
 
+def describe_resolution(resize_short_side: int | None, resize_resample: str = "bicubic") -> str:
+    """The resolution images are seen at, in words, for captions and model cards: `"native resolution"` or e.g.
+    `"384 px short side (bicubic resize)"`; reads after "images at"."""
+    if resize_short_side is None:
+        return "native resolution"
+    return f"{resize_short_side} px short side ({resize_resample} resize)"
+
+
 def resize_short_side(image, short_side: int | None, resample: str = "bicubic"):
     """Scale an image so that its short side is `short_side` pixels, aspect ratio kept; `None` returns it unchanged.
 

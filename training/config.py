@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional, Union
 import yaml
 
 from glia_hf.configuration_glia import LOSSES
-from glia_hf.image_processing_glia import RESIZE_FILTERS
+from glia_hf.image_processing_glia import RESIZE_FILTERS, describe_resolution  # noqa: F401 (re-exported)
 from glia_hf.methods import METHODS  # the registered fine-tuning methods (glia_hf.methods.register_method)
 
 
@@ -135,14 +135,6 @@ RUN_CONTROL_FIELDS = EXECUTION_FIELDS + (
     ("data", "splits"), ("output", "dir"), ("output", "run_name"), ("output", "trackers"), ("output", "log_every"),
     ("output", "overwrite"), ("output", "keep_states"), ("output", "keep_final_state"),
     ("hub", "push_to_hub"), ("hub", "hub_model_id"), ("hub", "private"), ("hub", "split"))
-
-
-def describe_resolution(resize_short_side: Optional[int], resize_resample: str = "bicubic") -> str:
-    """The resolution of a recipe for captions and model cards: ``"native resolution"`` or e.g.
-    ``"384 px short side (bicubic resize)"``; reads after "images at"."""
-    if resize_short_side is None:
-        return "native resolution"
-    return f"{resize_short_side} px short side ({resize_resample} resize)"
 
 
 @dataclass
