@@ -14,8 +14,8 @@ and ``--resume`` continues where a run stopped; a data set whose ``metrics.json`
 settings is not scored again. The metrics come from `IQAEvaluator` (`glia_hf.evaluation`), fed the saved scores.
 
 Outputs in ``--output-dir``: ``benchmark.md``, ``benchmark.csv`` and ``benchmark.json`` (``schema_version``: that of
-the results files, ``eval.reporting.RESULTS_SCHEMA_VERSION``), with the model, views, seed and resolution in the caption, and the bootstrap intervals (``--bootstrap N`` resamples of the
-scores, 1,000 by default; 0 for none).
+the results files, ``eval.reporting.RESULTS_SCHEMA_VERSION``), with the model, views, seed and resolution in the
+caption, and the bootstrap intervals (``--bootstrap N`` resamples of the scores, 1,000 by default; 0 for none).
 """
 
 from __future__ import annotations
