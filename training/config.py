@@ -10,10 +10,15 @@ A config file has the sections below (every key optional; anything not given kee
     output:        run directory, checkpointing, trackers
     hub:           push the trained model to the Hugging Face Hub
 
-Command-line overrides use dotted keys, ``--optim.lr 1e-4 --data.splits [0,1,2] --model.glia.use_glr false``. A value
-is read as YAML and then converted to the type of the field it sets, so ``1e-4`` is a float even though YAML 1.1
-would read it as a string. An unknown key, in a file or on the command line, is an error that names the key and
-the closest known one.
+Command-line overrides use dotted keys, ``--optim.lr 1e-4 --data.splits [0,1,2] --model.glia.use_glr false`` (or
+``--optim.lr=1e-4``). A value is read as YAML and then converted to the type of the field it sets, so ``1e-4`` is a
+float even though YAML 1.1 would read it as a string. An unknown key, in a file or on the command line, is an error
+that names the key and the closest known one; so is a value of the wrong type.
+
+The schema, the layering and the type conversion are omegaconf's structured configs (``OmegaConf.structured`` on the
+dataclasses below); a value may therefore refer to another, ``--output.run_name '${data.dataset}-lr${optim.lr}'``.
+Fields whose type omegaconf cannot check (a union with a list or mapping: ``data.splits``, ``model.backbone``) are
+annotated ``Any`` and checked in :meth:`TrainConfig.validate`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import difflib
 import inspect
 import os
 import re
+import types
 import typing
 import warnings
 from dataclasses import dataclass, field
@@ -30,6 +36,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, ConfigTypeError, OmegaConfBaseException, ValidationError
 
 from glia_hf.configuration_glia import LOSSES
 from glia_hf.image_processing_glia import RESIZE_FILTERS, describe_resolution  # noqa: F401 (re-exported)
@@ -110,7 +118,7 @@ class DataConfig:
     num_splits: int = 10
     split_seed: int = 3407
     train_ratio: float = 0.8
-    splits: Union[int, List[int], str] = "all"
+    splits: Any = "all"  # int | List[int] | "all"; omegaconf cannot type a union with a list: validate() checks it
     train_fraction: Optional[float] = None
     train_views: int = 1
     resize_short_side: Optional[int] = None
@@ -157,7 +165,7 @@ class ModelConfig:
     """
 
     method: str = "glia"
-    backbone: Union[str, Dict[str, Any]] = "google/vit-base-patch16-224"
+    backbone: Any = "google/vit-base-patch16-224"  # str | Dict[str, Any]; validate() checks it
     glia: Dict[str, Any] = field(default_factory=dict)
     method_options: Dict[str, Any] = field(default_factory=dict)
     image_mean: Optional[List[float]] = None
@@ -286,7 +294,7 @@ class HubConfig:
     push_to_hub: bool = False
     hub_model_id: Optional[str] = None
     private: bool = True
-    split: Optional[int] = None
+    split: int | None = None
 
 
 @dataclass
@@ -323,7 +331,8 @@ class TrainConfig:
         _choice("optim.loss", o.loss, LOSSES)
         for name in out.trackers:
             _choice("output.trackers", name, TRACKERS)
-        if isinstance(d.splits, str) and d.splits != "all":
+        if not (d.splits == "all" or _is_index(d.splits) or isinstance(d.splits, list) and all(map(_is_index,
+                                                                                                   d.splits))):
             raise ConfigError(f"data.splits must be an index, a list of indices or 'all', got {d.splits!r}")
         for index in self.split_indices(d.num_splits) if not isinstance(d.splits, str) else []:
             if index < 0:
@@ -350,7 +359,8 @@ class TrainConfig:
         if d.cpu_threads is not None and d.cpu_threads < 1:
             raise ConfigError("data.cpu_threads must be >= 1 (or null for automatic)")
         if not isinstance(m.backbone, (str, dict)):
-            raise ConfigError("model.backbone must be a Hub id / directory or a dict of backbone config fields")
+            raise ConfigError("model.backbone must be a Hub id / directory or a dict of backbone config fields, "
+                              f"got {m.backbone!r}")
         for key in ("score_min", "score_max", "loss"):
             if key in m.glia:
                 raise ConfigError(
@@ -426,110 +436,81 @@ def _choice(name: str, value: Any, allowed) -> None:
         raise ConfigError(f"{name} must be one of {list(allowed)}, got {value!r}")
 
 
+def _is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _positive(name: str, value) -> None:
     if value is None or value <= 0:
         raise ConfigError(f"{name} must be positive, got {value}")
 
 
 # ------------------------------------------------------------------------------------------- reading and merging
+# omegaconf does the work: OmegaConf.structured(TrainConfig) is the schema, OmegaConf.merge layers files and
+# overrides onto it converting each value to its field's type, OmegaConf.to_object hands back the dataclasses. Kept
+# here: the ``--key value`` syntax (omegaconf's dotlist knows only ``key=value``), empty YAML sections, and omegaconf's
+# exceptions as one-line ConfigErrors that name the key, the value, the expected type and the nearest known key.
+
+_SECTIONS = typing.get_type_hints(TrainConfig)  # {"data": DataConfig, ...}
+_FIELDS = {"": _SECTIONS, **{name: typing.get_type_hints(cls) for name, cls in _SECTIONS.items()}}
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list",
+               dict: "a mapping"}
 
 
-def _hints(cls) -> Dict[str, Any]:
-    return typing.get_type_hints(cls)
+def _without_none(annotation: Any) -> Any:
+    """``Optional[X]`` or ``X | None`` -> ``X``; any other annotation as it is."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if typing.get_origin(annotation) in (Union, types.UnionType) and len(args) == 1 else annotation
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Convert a YAML value to the declared type of a field, or raise a ConfigError naming the key."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if annotation is Any:
-        return value
-    if origin is Union:
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        # Try the more specific types first so that "3" becomes 3 for Union[int, List[int], str].
-        for option in sorted((a for a in args if a is not type(None)), key=lambda a: a is str):
-            try:
-                return _coerce(value, option, key)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(f"{key}: cannot use {value!r} ({'; '.join(errors)})")
-    if value is None:
-        raise ConfigError(f"{key} cannot be null")
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
-    if annotation is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key} must be a number, got {value!r}") from None
-    if annotation is str:
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
-        return str(value)
-    if origin in (list, List):
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        return [_coerce(item, args[0] if args else Any, f"{key}[{i}]") for i, item in enumerate(value)]
-    if origin in (dict, Dict):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping, got {value!r}")
-        return dict(value)
-    raise ConfigError(f"{key}: unsupported field type {annotation}")
+def _expected(annotation: Any) -> str:
+    """A field type as an error message says it: ``an integer``, ``a number or null``, ``a list``."""
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        args = typing.get_args(annotation)
+        return " or ".join([_expected(a) for a in args if a is not type(None)] + ["null"] * (type(None) in args))
+    origin = typing.get_origin(annotation) or annotation
+    return _TYPE_NAMES.get(origin, getattr(origin, "__name__", str(origin)))
 
 
-def _unknown_key(key: str, known) -> ConfigError:
-    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(known), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"Unknown config key {key!r}.{hint} Known keys here: {sorted(known)}")
+def _config_error(error: OmegaConfBaseException, source: Optional[Path] = None) -> ConfigError:
+    """omegaconf's exception as one line naming the key, the bad value and what the key takes."""
+    key, where = error.full_key or "", f"{source}: " if source else ""
+    parent, _, name = key.rpartition(".")
+    if isinstance(error, ConfigKeyError) and parent in _FIELDS and name not in _FIELDS[parent]:
+        close = difflib.get_close_matches(name, list(_FIELDS[parent]), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return ConfigError(f"{where}Unknown config key {key!r}.{hint} Known keys here: {sorted(_FIELDS[parent])}")
+    section, _, rest = key.partition(".")
+    annotation = _FIELDS.get(section, {}).get(rest.split("[")[0]) if section else None
+    if annotation is not None and type(error) in (ValidationError, ConfigTypeError):
+        if "[" in rest:  # an item of a list field: Optional[List[float]] -> float
+            annotation = typing.get_args(_without_none(annotation))[0]
+        value = "null" if error.value is None else repr(error.value)
+        return ConfigError(f"{where}{key} must be {_expected(annotation)}, got {value}")
+    return ConfigError(f"{where}{key or 'config'}: {str(error.msg).splitlines()[0]}")
 
 
-def _apply(section_obj, values: Dict[str, Any], prefix: str) -> None:
-    hints = _hints(type(section_obj))
-    for key, value in values.items():
-        dotted = f"{prefix}{key}"
-        if key not in hints:
-            raise _unknown_key(dotted, hints)
-        setattr(section_obj, key, _coerce(value, hints[key], dotted))
+def _layer(base: DictConfig, values: Any, source: Optional[Path] = None) -> DictConfig:
+    """``values`` (nested dicts) merged onto ``base``: values converted to their field's type, mappings key by key."""
+    where = f"{source}: " if source else ""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}a config file must hold a mapping of sections (data, model, optim, ...)")
+    for section, content in values.items():
+        if section in _SECTIONS and content is not None and not isinstance(content, dict):
+            raise ConfigError(f"{where}section {section!r} must be a mapping, got {content!r}")
+    try:  # a section left empty (``optim:`` and nothing under it) keeps its defaults
+        return OmegaConf.merge(base, {k: v for k, v in values.items() if not (k in _SECTIONS and v is None)})
+    except OmegaConfBaseException as error:
+        raise _config_error(error, source) from None
 
 
 def config_from_dict(values: Optional[Dict[str, Any]]) -> TrainConfig:
     """Build a validated :class:`TrainConfig` from nested dicts (a parsed YAML file)."""
-    config = TrainConfig()
-    values = values or {}
-    if not isinstance(values, dict):
-        raise ConfigError("a config file must hold a mapping of sections (data, model, optim, ...)")
-    sections = _hints(TrainConfig)
-    for section, content in values.items():
-        if section not in sections:
-            raise _unknown_key(section, sections)
-        if content is None:
-            continue
-        if not isinstance(content, dict):
-            raise ConfigError(f"section {section!r} must be a mapping, got {content!r}")
-        _apply(getattr(config, section), content, f"{section}.")
+    merged = _layer(OmegaConf.structured(TrainConfig), values or {})
+    try:
+        config = OmegaConf.to_object(merged)  # resolves ${section.key} interpolations, checking their types
+    except OmegaConfBaseException as error:
+        raise _config_error(error) from None
     return config.validate()
 
 
@@ -541,28 +522,17 @@ def load_config(path, overrides: Optional[List[str]] = None) -> TrainConfig:
             a data set config and then ``configs/methods/lora.yaml``), or ``None`` for the defaults.
         overrides: command-line ``--section.key value`` arguments, applied last.
     """
-    values: Dict[str, Any] = {}
-    paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
-    for item in paths:
-        item = Path(item)
+    layered = OmegaConf.structured(TrainConfig)
+    for item in map(Path, [] if path is None else [path] if isinstance(path, (str, Path)) else path):
         if not item.is_file():
             raise ConfigError(f"config file {item} does not exist")
-        content = yaml.safe_load(item.read_text()) or {}
-        if not isinstance(content, dict):
-            raise ConfigError(f"{item}: a config file must hold a mapping of sections (data, model, optim, ...)")
-        _merge(values, content)
+        layered = _layer(layered, yaml.safe_load(item.read_text()) or {}, item)
+    # An override names one key (--model.glia.use_glr false) or replaces a whole mapping
+    # (--model.backbone '{hidden_size: 96}' drops the file's other backbone keys): set_dotted on plain dicts.
+    values = OmegaConf.to_container(layered, resolve=False)
     for dotted, value in parse_overrides(overrides or []):
         set_dotted(values, dotted, value)
     return config_from_dict(values)
-
-
-def _merge(base: Dict[str, Any], update: Dict[str, Any]) -> None:
-    """Merge ``update`` into ``base`` in place, recursing into mappings (a later config file refines an earlier one)."""
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
 
 
 def parse_overrides(arguments: List[str]) -> List[tuple]:
@@ -570,29 +540,24 @@ def parse_overrides(arguments: List[str]) -> List[tuple]:
 
     Values are parsed as YAML (lists, booleans, null); a flag without a value is ``true``.
     """
-    pairs = []
-    i = 0
+    pairs, i = [], 0
     while i < len(arguments):
         argument = arguments[i]
         if not argument.startswith("--") or len(argument) == 2:
             raise ConfigError(f"expected an option --section.key, got {argument!r}")
-        key = argument[2:]
+        key, i = argument[2:], i + 1
         if "=" in key:
             key, raw = key.split("=", 1)
-            i += 1
-        elif i + 1 < len(arguments) and not (arguments[i + 1].startswith("--") and len(arguments[i + 1]) > 2):
-            raw = arguments[i + 1]
-            i += 2
+        elif i < len(arguments) and not (arguments[i].startswith("--") and len(arguments[i]) > 2):
+            raw, i = arguments[i], i + 1
         else:
             raw = "true"
-            i += 1
         if "." not in key:
-            raise ConfigError(f"override --{key} needs a section, e.g. --optim.{key} (sections: {list(_hints(TrainConfig))})")
+            raise ConfigError(f"override --{key} needs a section, e.g. --optim.{key} (sections: {list(_SECTIONS)})")
         try:
-            value = yaml.safe_load(raw)
+            pairs.append((key, yaml.safe_load(raw)))
         except yaml.YAMLError:
-            value = raw
-        pairs.append((key, value))
+            pairs.append((key, raw))
     return pairs
 
 
