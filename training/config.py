@@ -15,23 +15,23 @@ Command-line overrides use dotted keys, ``--optim.lr 1e-4 --data.splits [0,1,2] 
 float even though YAML 1.1 would read it as a string. An unknown key, in a file or on the command line, is an error
 that names the key and the closest known one; so is a value of the wrong type.
 
-The schema, the layering and the type conversion are omegaconf's structured configs (``OmegaConf.structured`` on the
-dataclasses below); a value may therefore refer to another, ``--output.run_name '${data.dataset}-lr${optim.lr}'``.
-Fields whose type omegaconf cannot check (a union with a list or mapping: ``data.splits``, ``model.backbone``) are
-annotated ``Any`` and checked in :meth:`TrainConfig.validate`.
+The schema, the layering and the type conversion are omegaconf's structured configs: ``OmegaConf.structured`` on the
+dataclasses below, ``OmegaConf.merge`` of each file onto it, ``OmegaConf.to_object`` back to the dataclasses. A value
+may therefore refer to another, ``--output.run_name '${data.dataset}-lr${optim.lr}'``. Fields whose type omegaconf
+cannot check (a union with a list or mapping: ``data.splits``, ``model.backbone``) are annotated ``Any`` and checked
+in :meth:`TrainConfig.validate`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
 import os
-import re
 import types
 import typing
 import warnings
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
@@ -42,6 +42,7 @@ from omegaconf.errors import ConfigKeyError, ConfigTypeError, OmegaConfBaseExcep
 from glia_hf.configuration_glia import LOSSES
 from glia_hf.image_processing_glia import RESIZE_FILTERS, describe_resolution  # noqa: F401 (re-exported)
 from glia_hf.methods import METHODS  # the registered fine-tuning methods (glia_hf.methods.register_method)
+from training.config_help import config_help, field_descriptions  # noqa: F401 (re-exported: train.py --help)
 
 
 TRACKERS = ("csv", "tensorboard")
@@ -325,10 +326,10 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         """Check ranges and choices; raise :class:`ConfigError` naming the first bad field."""
         d, m, o, a, e, out, hub = self.data, self.model, self.optim, self.augmentation, self.eval, self.output, self.hub
-        _choice("model.method", m.method, METHODS)
-        _choice("optim.scheduler", o.scheduler, SCHEDULERS)
-        _choice("optim.mixed_precision", o.mixed_precision, MIXED_PRECISION)
-        _choice("optim.loss", o.loss, LOSSES)
+        for name, allowed in _CHOICES.items():
+            _choice(name, attrgetter(name)(self), allowed)
+        for name in _POSITIVE:
+            _positive(name, attrgetter(name)(self))
         for name in out.trackers:
             _choice("output.trackers", name, TRACKERS)
         if not (d.splits == "all" or _is_index(d.splits) or isinstance(d.splits, list) and all(map(_is_index,
@@ -339,11 +340,8 @@ class TrainConfig:
                 raise ConfigError(f"data.splits holds a negative index {index}")
         if d.train_fraction is not None and not 0 < d.train_fraction <= 1:
             raise ConfigError(f"data.train_fraction must lie in (0, 1], got {d.train_fraction}")
-        _positive("data.train_views", d.train_views)
         if d.resize_short_side is not None:
             _positive("data.resize_short_side", d.resize_short_side)
-        _choice("data.resize_resample", d.resize_resample, RESIZE_RESAMPLE)
-        _choice("data.train_fraction_of", d.train_fraction_of, TRAIN_FRACTION_OF)
         if d.train_fraction is not None and d.train_fraction_of == "dataset" and d.train_fraction > d.train_ratio:
             raise ConfigError(
                 f"data.train_fraction {d.train_fraction:g} of the whole data set is more than the training part "
@@ -351,7 +349,6 @@ class TrainConfig:
             )
         if not 0 < d.train_ratio < 1:
             raise ConfigError(f"data.train_ratio must lie in (0, 1), got {d.train_ratio}")
-        _positive("data.num_splits", d.num_splits)
         if isinstance(d.num_workers, str) and d.num_workers != "auto" or isinstance(d.num_workers, int) and (
             d.num_workers < 0
         ):
@@ -367,8 +364,6 @@ class TrainConfig:
                     f"model.glia.{key} is set by the trainer (score range from the data set, loss from optim.loss); "
                     "remove it"
                 )
-        for name in ("lr", "epochs", "batch_size", "gradient_accumulation_steps"):
-            _positive(f"optim.{name}", getattr(o, name))
         if o.weight_decay < 0 or o.warmup_steps < 0 or not 0 <= o.warmup_ratio < 1:
             raise ConfigError("optim.weight_decay and optim.warmup_steps must be >= 0, optim.warmup_ratio in [0, 1)")
         if len(o.betas) != 2:
@@ -387,10 +382,6 @@ class TrainConfig:
                 "4-parameter logistic fit (plcc, rmse), raw values beside them (plcc_raw, rmse_raw); remove the key",
                 FutureWarning, stacklevel=2,
             )
-        _positive("eval.num_views", e.num_views)
-        _positive("eval.batch_size", e.batch_size)
-        _positive("output.keep_states", out.keep_states)
-        _positive("output.log_every", out.log_every)
         if hub.push_to_hub and not hub.hub_model_id:
             raise ConfigError("hub.push_to_hub needs hub.hub_model_id (e.g. --hub_model_id user/glia-koniq10k)")
         return self
@@ -431,6 +422,14 @@ def resolve_num_workers(value: Union[int, str], num_processes: int, on_gpu: bool
     return min(8, max(1, per_process - 1)) if on_gpu else per_process // 2
 
 
+#: The fields that take one of a few values, and those that must be positive (checked by TrainConfig.validate).
+_CHOICES = {"model.method": METHODS, "optim.scheduler": SCHEDULERS, "optim.mixed_precision": MIXED_PRECISION,
+            "optim.loss": LOSSES, "data.resize_resample": RESIZE_RESAMPLE, "data.train_fraction_of": TRAIN_FRACTION_OF}
+_POSITIVE = ("data.train_views", "data.num_splits", "optim.lr", "optim.epochs", "optim.batch_size",
+             "optim.gradient_accumulation_steps", "eval.num_views", "eval.batch_size", "output.keep_states",
+             "output.log_every")
+
+
 def _choice(name: str, value: Any, allowed) -> None:
     if value not in allowed:
         raise ConfigError(f"{name} must be one of {list(allowed)}, got {value!r}")
@@ -446,10 +445,8 @@ def _positive(name: str, value) -> None:
 
 
 # ------------------------------------------------------------------------------------------- reading and merging
-# omegaconf does the work: OmegaConf.structured(TrainConfig) is the schema, OmegaConf.merge layers files and
-# overrides onto it converting each value to its field's type, OmegaConf.to_object hands back the dataclasses. Kept
-# here: the ``--key value`` syntax (omegaconf's dotlist knows only ``key=value``), empty YAML sections, and omegaconf's
-# exceptions as one-line ConfigErrors that name the key, the value, the expected type and the nearest known key.
+# omegaconf merges and converts; kept here: the ``--key value`` syntax (omegaconf's dotlist knows only ``key=value``),
+# empty YAML sections, omegaconf's exceptions as one-line ConfigErrors naming key, value, expected type, nearest key.
 
 _SECTIONS = typing.get_type_hints(TrainConfig)  # {"data": DataConfig, ...}
 _FIELDS = {"": _SECTIONS, **{name: typing.get_type_hints(cls) for name, cls in _SECTIONS.items()}}
@@ -592,98 +589,9 @@ def flat_config(config: TrainConfig) -> Dict[str, Any]:
     return flat
 
 
-# ------------------------------------------------------------------------------------------- --help text
-
-
-_FIELD_LINE = re.compile(r"^    (\w+(?:, \w+)*): (.*)$")
-_SENTENCE_END = re.compile(r"(?<!e\.g)(?<!i\.e)(?<!etc)\.(?:\s|$)")
-
-
-def field_descriptions(cls) -> Dict[str, str]:
-    """The ``Attributes:`` entries of a config dataclass's docstring, ``{field: description}``.
-
-    An entry may name several fields (``num_splits, split_seed, train_ratio: ...``); they share its text.
-    Continuation lines are joined; double backticks are dropped.
-    """
-    descriptions: Dict[str, str] = {}
-    names: List[str] = []
-    inside = False
-    for line in (inspect.getdoc(cls) or "").splitlines():
-        if line.strip() == "Attributes:":
-            inside = True
-            continue
-        if not inside:
-            continue
-        match = _FIELD_LINE.match(line)
-        if match:
-            names = match.group(1).split(", ")
-            for name in names:
-                descriptions[name] = match.group(2).strip()
-        elif line.startswith("        ") and names:
-            for name in names:
-                descriptions[name] += " " + line.strip()
-        elif line.strip():
-            break
-    return {name: re.sub(r":\w+:`([^`]+)`", r"\1", text).replace("``", "") for name, text in descriptions.items()}
-
-
-def _first_sentence(text: str) -> str:
-    match = _SENTENCE_END.search(text)
-    return text[: match.start() + 1] if match else text
-
-
-def _inline(value: Any) -> str:
-    """A default as it would be written in YAML, on one line."""
-    if value is None:
-        return "null"
-    if isinstance(value, str):
-        return value
-    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
-
-
-def config_help() -> str:
-    """Every config section and field with its default and the first sentence of its description.
-
-    The text comes from the dataclasses' docstrings and defaults (the one place they are written down); it is the
-    epilog of ``training/train.py --help``.
-    """
-    defaults = TrainConfig()
-    lines = ["config fields (in a YAML file given with --config, or on the command line as --section.field VALUE;",
-             "the value in brackets is the default):"]
-    for section in dataclasses.fields(TrainConfig):
-        cls = type(getattr(defaults, section.name))
-        summary = (inspect.getdoc(cls) or "").splitlines()[0]
-        lines.append("")
-        lines.append(f"{section.name}: {summary}")
-        descriptions = field_descriptions(cls)
-        for item in dataclasses.fields(cls):
-            default = _inline(getattr(getattr(defaults, section.name), item.name))
-            text = _first_sentence(descriptions.get(item.name, "(undocumented)"))
-            lines.append(f"  --{section.name}.{item.name} [{default}]  {text}")
-    return "\n".join(lines)
-
-
 __all__ = [
-    "AugmentationConfig",
-    "available_cpus",
-    "ConfigError",
-    "DataConfig",
-    "EvalConfig",
-    "HubConfig",
-    "METHODS",
-    "ModelConfig",
-    "OptimConfig",
-    "OutputConfig",
-    "TrainConfig",
-    "config_from_dict",
-    "describe_resolution",
-    "config_help",
-    "field_descriptions",
-    "EXECUTION_FIELDS",
-    "RUN_CONTROL_FIELDS",
-    "flat_config",
-    "load_config",
-    "parse_overrides",
-    "resolve_num_workers",
-    "set_dotted",
+    "AugmentationConfig", "available_cpus", "ConfigError", "DataConfig", "EvalConfig", "HubConfig", "METHODS",
+    "ModelConfig", "OptimConfig", "OutputConfig", "TrainConfig", "config_from_dict", "describe_resolution",
+    "config_help", "field_descriptions", "EXECUTION_FIELDS", "RUN_CONTROL_FIELDS", "flat_config", "load_config",
+    "parse_overrides", "resolve_num_workers", "set_dotted",
 ]
