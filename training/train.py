@@ -54,7 +54,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.tracking import GeneralTracker
 from accelerate.utils import ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
@@ -362,16 +362,6 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def unreachable_trainable(model) -> List[str]:
-    """Trainable parameters that no output depends on: the prior projection when no GLIA block reads the prior
-    (e.g. the ``use_lgf: false`` ablation). Their gradient stays empty, which DDP must be told to expect."""
-    glia = getattr(model, "glia", None)
-    projection = getattr(glia, "prior_projection", None)
-    if projection is None or getattr(glia, "uses_prior", True):
-        return []
-    return [f"glia.prior_projection.{name}" for name, p in projection.named_parameters() if p.requires_grad]
-
-
 def method_label(config: TrainConfig) -> str:
     """``glia`` or e.g. ``glia [use_glr=false]`` for an ablation; the baselines by name (with non-default options).
 
@@ -568,11 +558,6 @@ class Run:
             scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
         else:
             scheduler = get_constant_schedule_with_warmup(optimizer, warmup)
-        unreachable = unreachable_trainable(model)
-        if unreachable and accelerator.num_processes > 1:
-            logger.warning("trainable parameters that the loss never reaches: %s; DDP will look for unused "
-                           "parameters every step", unreachable)
-        self.ddp_kwargs.find_unused_parameters = bool(unreachable)
         model, optimizer, train_loader, test_loader, scheduler = accelerator.prepare(
             model, optimizer, train_loader, test_loader, scheduler
         )
@@ -1478,7 +1463,6 @@ def _train(config: TrainConfig, args, run_dir: Path, on_epoch_end) -> dict:
     # --multi_gpu --num_processes N` (torchrun) on a machine without a GPU starts N, which Accelerate joins over gloo
     # only when told to use the CPU. So: several torchrun processes and no GPU means CPU data parallel.
     cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ and not torch.cuda.is_available()
-    ddp_kwargs = DistributedDataParallelKwargs()  # find_unused_parameters is set per model, see unreachable_trainable
     accelerator = Accelerator(
         cpu=cpu_ddp,
         mixed_precision=mixed_precision,
@@ -1486,7 +1470,6 @@ def _train(config: TrainConfig, args, run_dir: Path, on_epoch_end) -> dict:
         log_with=make_trackers(config.output.trackers, run_dir / "logs"),
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
         dataloader_config=DataLoaderConfiguration(split_batches=True),
-        kwargs_handlers=[ddp_kwargs],
     )
     num_workers = resolve_num_workers(config.data.num_workers, accelerator.num_processes,
                                       on_gpu=accelerator.device.type != "cpu")
@@ -1508,7 +1491,6 @@ def _train(config: TrainConfig, args, run_dir: Path, on_epoch_end) -> dict:
                       f"{torch.get_num_threads()} compute thread(s), {num_workers} data worker(s))")
 
     run = Run(config, run_dir, accelerator, args)
-    run.ddp_kwargs = ddp_kwargs
     run.on_epoch_end = on_epoch_end
     run.load_data()
     results = []
