@@ -55,7 +55,6 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.tracking import GeneralTracker
 from accelerate.utils import ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -75,6 +74,7 @@ from training.config import (
     RUN_CONTROL_FIELDS, ConfigError, TrainConfig, available_cpus, config_from_dict, config_help, describe_resolution,
     flat_config, load_config, resolve_num_workers,
 )
+from training.trackers import CSVTracker, make_trackers  # noqa: F401  (re-exported)
 from training.errors import DiskFull, RunInterrupted, is_disk_full, run_cli
 from training.data import (  # noqa: F401  (re-exported: the data path lives in training/data.py)
     DecodedImageCache, EpochSampler, EvalCollator, IQAImageDataset, SemanticCache, TrainCollator, _batch,
@@ -85,67 +85,6 @@ from training.data import (  # noqa: F401  (re-exported: the data path lives in 
 logger = logging.getLogger("glia_hf.training")
 
 STATE_MARKER = "STATE_COMPLETE"
-
-
-# =================================================================================================== trackers
-
-
-class CSVTracker(GeneralTracker):
-    """A minimal Accelerate tracker that appends every logged value to ``<dir>/metrics.csv``.
-
-    One row per value (``step, name, value, time``), so that splits, phases and metrics with different keys share
-    one file and a resumed run simply appends. Accelerate calls it on the main process only.
-    """
-
-    name = "csv"
-    requires_logging_directory = True
-    main_process_only = True
-
-    def __init__(self, logging_dir: str | os.PathLike):
-        super().__init__()
-        self.path = Path(logging_dir) / "metrics.csv"
-
-    @property
-    def tracker(self):
-        return self.path
-
-    def start(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists():
-            with open(self.path, "w", newline="") as handle:
-                csv.writer(handle).writerow(["step", "name", "value", "time"])
-
-    def store_init_configuration(self, values: dict):
-        self.start()
-        (self.path.parent / "hparams.json").write_text(json.dumps(values, indent=2, sort_keys=True, default=str))
-
-    def log(self, values: dict, step: Optional[int] = None, **kwargs):
-        self.start()
-        now = time.time()
-        with open(self.path, "a", newline="") as handle:
-            writer = csv.writer(handle)
-            for key, value in values.items():
-                if isinstance(value, torch.Tensor):
-                    value = value.item()
-                writer.writerow([step, key, value, f"{now:.3f}"])
-
-
-def make_trackers(names: Sequence[str], logging_dir: Path) -> list:
-    trackers: list = []
-    for name in names:
-        if name == "csv":
-            trackers.append(CSVTracker(logging_dir))
-        elif name == "tensorboard":
-            try:
-                import tensorboard  # noqa: F401
-            except ImportError:
-                try:
-                    import tensorboardX  # noqa: F401
-                except ImportError:
-                    logger.warning("tensorboard is not installed; the tensorboard tracker is skipped")
-                    continue
-            trackers.append("tensorboard")
-    return trackers
 
 
 # =================================================================================================== data
