@@ -1,22 +1,61 @@
-"""Publishing a run's models: the model card (``README.md``) of every split's saved model and the push of one split
-to the Hugging Face Hub.
+"""What a finished run leaves for others: its results files and summary line (:func:`finish_run`), the Hub-ready
+directory of every split's model, that model's card (``README.md``) and the push of one split to the Hugging Face
+Hub.
 
 The card's template and Hub metadata live in :mod:`training.model_card`; this room fills in the run's values.
 """
-
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Dict
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Dict, List
 
 from eval.reporting import FIT_NOTE, metric_label
 from glia_hf.data.scales import canonical_name
 from training.checks import backbone_description, method_label, resolution_of
-from training.results import _num, _train_fraction_text, per_split_markdown, reported_metrics, result_label, \
-    whole_run_markdown
+from training.results import (_num, _train_fraction_text, per_split_markdown, reported_metrics, result_label,
+                              whole_run_markdown, write_results)
 
 if TYPE_CHECKING:
     from training.loop import Run
+
+
+def finish_run(run: "Run", results: List[dict], wall_time: float) -> dict:
+    """The end of a run, on the main process: ``results.json`` / ``.md`` / ``.csv``, the model cards, the summary
+    line and, when asked, the Hub push of one split's model. Returns the results payload."""
+    config, accelerator = run.config, run.accelerator
+    payload = write_results(run, results, wall_time)
+    if config.output.save_model:
+        write_model_cards(run, payload)
+    summary = payload["summary"]
+    accelerator.print(
+        f"{method_label(config)} on {config.data.dataset}, {len(results)} split(s): median SRCC "
+        f"{_num(summary['srcc']['median'])}, PLCC {_num(summary['plcc']['median'])}; {wall_time:.0f} s; "
+        f"results in {run.run_dir / 'results.json'}"
+    )
+    if config.hub.push_to_hub:
+        split = config.hub.split if config.hub.split is not None else run.split_ids[0]
+        url = push_to_hub(run, split)
+        payload["pushed_to"] = url
+        accelerator.print(f"pushed split {split}'s model to {url}")
+    return payload
+
+
+def export_model(model, processor, directory: Path) -> None:
+    """Save a Hub-ready directory: weights (safetensors), config with auto_map and remote code, processor.
+
+    How is the method's ``MethodSpec.export`` (``glia_hf.methods.save_model``): ``lora`` is merged into the ViT
+    first, so it loads like any GLIANet checkpoint; ``adapter`` and ``vpt`` models are saved with
+    ``save_method_checkpoint`` (they need ``glia_hf`` to load). The model card is written at the end of the run,
+    when every split's results are known.
+    """
+    from glia_hf.methods import save_model
+
+    if directory.exists():
+        shutil.rmtree(directory)
+    save_model(model, directory)
+    processor.save_pretrained(directory)
 
 
 def card_values(run: "Run", payload: dict, split_result: dict, model_id: str) -> Dict[str, str]:

@@ -14,10 +14,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from training.config import RUN_CONTROL_FIELDS, ConfigError, TrainConfig, config_from_dict
+from training.config import RUN_CONTROL_FIELDS, ConfigError, TrainConfig, config_from_dict, load_config
 
 #: The file that marks an epoch state folder (``checkpoints/split-K/epoch-E``) as completely written.
 STATE_MARKER = "STATE_COMPLETE"
+
+
+def resolve_config(args, overrides) -> TrainConfig:
+    """The config of this invocation: ``--config`` files and dotted overrides, or, for ``--resume RUN_DIR`` without
+    ``--config``, the run directory's saved ``config.yaml`` (whose ``output.dir`` becomes RUN_DIR)."""
+    config_path = args.config
+    if not config_path and isinstance(args.resume, str):
+        saved = Path(args.resume) / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"--resume {args.resume}: no run there (no config.yaml); give the run directory of an "
+                              "interrupted run, or start the run without --resume")
+        config_path = [str(saved)]
+    config = load_config(config_path, overrides)
+    if isinstance(args.resume, str):
+        # The run directory named on the command line wins over the one in the config.
+        values = config.to_dict()
+        values["output"]["dir"] = args.resume
+        config = config_from_dict(values)
+    return config
 
 
 def _recipe(values: dict) -> dict:
@@ -85,6 +104,20 @@ def describe_run_dir(config: TrainConfig, run_dir: Path) -> ExistingRun:
     done = results.is_file() and requested is not None and all(
         (run_dir / f"split-{k}" / "result.json").is_file() for k in requested)
     return ExistingRun("finished" if done else "unfinished", [], results if done else None)
+
+
+def reuse_finished_run(run_dir: Path, existing: ExistingRun) -> dict:
+    """The saved ``results.json`` of a finished run of this recipe (with ``"reused": True``), after saying on the
+    main process that nothing is trained and where the model is."""
+    payload = json.loads(existing.results.read_text())
+    models = [p for p in sorted(run_dir.glob("split-*/model")) if p.is_dir()]
+    if _is_main_rank():
+        where = f"model in {_shown(models[0])}" if len(models) == 1 else (
+            f"models in {_shown(run_dir)}/split-*/model" if models else "no model was saved")
+        print(f"{_shown(run_dir)} already holds this finished run; reusing it, nothing is trained ({where}; "
+              "--output.overwrite true trains again)", flush=True)
+    payload["reused"] = True
+    return payload
 
 
 def refuse_existing_run(run_dir: Path, existing: ExistingRun) -> None:
