@@ -257,6 +257,7 @@ def test_benchmark_smoke_writes_every_row(tmp_path, iqa_csv):  # noqa: F811
     # The multiply-adds: passing the guidance tokens in removes the semantic pass from a GLIANet step.
     assert by_name["glia_train_cached"]["gflop_per_image"] < by_name["glia_train"]["gflop_per_image"]
     assert by_name["glia_epoch_cached"]["comparator"] == "lora_epoch"
+    assert by_name["glia_epoch_cached_bf16_disk"]["comparator"] == "lora_epoch"
     assert by_name["glia_epoch_cached_3_views"]["comparator"] == "lora_epoch_3_views"
     assert by_name["glia_inference"]["fraction_of_limit"] == pytest.approx(
         by_name["glia_inference"]["ratio"] / by_name["glia_inference"]["limit"])
