@@ -4,7 +4,8 @@
 #      unified benchmark benchmarks/bench_train.py (its epoch rows in 3b, once the built-in set exists);
 #   2. the test suite against that machine's library versions (transformers 5.17, torch 2.11, peft, accelerate);
 #   3. the built-in data set's build time on 2 cores (taskset), the bound;
-#   4. training on the GPU through the one loop: ViT-B/16-sized random backbone, built-in set, bf16.
+#   4. training on the GPU through the one loop: ViT-B/16-sized random backbone, built-in set, bf16, the semantic
+#      cache in bf16 on disk (data.semantic_cache_dtype / semantic_cache_dir).
 # Wheels that machine lacks travel in .whl/ (carry it); the repository is used in place through PYTHONPATH.
 set -u
 OUT=${OUT:-/tmp/device_out}; mkdir -p "$OUT"
@@ -28,15 +29,17 @@ echo "== 3. built-in set on 2 cores"
 /usr/bin/time -v taskset -c 0,1 python3 -c "from glia_hf.data import build_builtin_dataset as b; print(b(progress=False))" \
   > "$OUT/builtin_build.txt" 2>&1; grep -E "Elapsed|User time|System time|builtin" "$OUT/builtin_build.txt"
 
+# Rows include glia_epoch_cached (fp32 cache in host memory) and glia_epoch_cached_bf16_disk (bf16, memory-mapped).
 echo "== 3b. epochs through the training loop (ViT-B/16, bf16, 64 built-in images, batch 32, 4 workers)"
 timeout 200 python3 benchmarks/bench_train.py --size base --device cuda --dtype bf16 --batch-size 32 --repeats 2 \
-  --warmup 1 --workers 4 --json "$OUT/bench_train_gpu_epochs.json" 2>&1 | grep -v "it/s\]" | tail -25 \
+  --warmup 1 --workers 4 --json "$OUT/bench_train_gpu_epochs.json" 2>&1 | grep -v "it/s\]" | tail -30 \
   | tee "$OUT/bench_train_gpu_epochs.txt"
 
 echo "== 4. training on the GPU"
 timeout 180 accelerate launch --num_processes 1 --mixed_precision bf16 training/train.py \
   --config training/configs/quickstart.yaml --output.dir /tmp/gpu_run --data.splits [0] --optim.epochs 2 \
   --optim.batch_size 128 --eval.batch_size 128 --data.num_workers 8 --model.glia.latent_dim 64 \
+  --data.semantic_cache_dtype bf16 --data.semantic_cache_dir /tmp/gpu_tokens \
   --model.backbone '{hidden_size: 768, num_hidden_layers: 12, num_attention_heads: 12, intermediate_size: 3072, image_size: 224, patch_size: 16}' \
   2>&1 | grep -v "it/s\]" | tail -30 | tee "$OUT/train_gpu.txt"
 cp /tmp/gpu_run/results.json "$OUT/train_gpu_results.json" 2>/dev/null

@@ -12,6 +12,7 @@ images of a batch.
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -64,15 +65,21 @@ def fragment_offsets(
 
 
 def tile_fragments(image: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, fragment_size) -> torch.Tensor:
-    """Cut the `fh x fw` fragments whose top-left corners are `rows`, `cols` out of `image` (C, H, W) and tile them."""
+    """Cut the `fh x fw` fragments whose top-left corners are `rows`, `cols` out of `image` (C, H, W) and tile them.
+
+    A plain copy, bit for bit; on the CPU the `nh * nw` slices are NumPy's (a tenth of the cost of torch's per-slice
+    overhead, which dominated a data-loader worker's time).
+    """
     fh, fw = fragment_size
     nh, nw = rows.shape
-    tiled = image.new_empty(image.shape[0], nh * fh, nw * fw)
-    for i in range(nh):
-        for j in range(nw):
-            top, left = int(rows[i, j]), int(cols[i, j])
-            tiled[:, i * fh : (i + 1) * fh, j * fw : (j + 1) * fw] = image[:, top : top + fh, left : left + fw]
-    return tiled
+    on_host = image.device.type == "cpu" and not image.requires_grad and image.dtype != torch.bfloat16
+    source = image.numpy() if on_host else image
+    tiled = np.empty((image.shape[0], nh * fh, nw * fw), dtype=source.dtype) if on_host else image.new_empty(
+        image.shape[0], nh * fh, nw * fw)
+    for i, (tops, lefts) in enumerate(zip(rows.tolist(), cols.tolist())):
+        for j, (top, left) in enumerate(zip(tops, lefts)):
+            tiled[:, i * fh : (i + 1) * fh, j * fw : (j + 1) * fw] = source[:, top : top + fh, left : left + fw]
+    return torch.from_numpy(tiled) if on_host else tiled
 
 
 def sample_fragments(

@@ -164,3 +164,26 @@ def test_cache_images_is_a_run_control_field():
     from training.config import EXECUTION_FIELDS
 
     assert ("data", "cache_images") in EXECUTION_FIELDS and ("data", "image_cache_dir") in EXECUTION_FIELDS
+
+
+def test_tiled_fragments_are_the_slices_of_the_image():
+    """tile_fragments (NumPy slices on the CPU, torch's elsewhere or with autograd) copies exactly the fragments a
+    plain slice-by-slice loop cuts, for every dtype, a broadcast (grey) image and a tensor that needs gradients."""
+    from glia_hf.fragment_sampling import fragment_offsets, tile_fragments
+
+    def reference(image, rows, cols, fh, fw):
+        return torch.cat([torch.cat([image[:, top:top + fh, left:left + fw] for top, left in zip(r, c)], dim=2)
+                          for r, c in zip(rows.tolist(), cols.tolist())], dim=1)
+
+    generator = torch.Generator().manual_seed(0)
+    grey = torch.rand(1, 70, 90, generator=generator).expand(3, -1, -1)
+    images = [torch.rand(3, 96, 128, generator=generator), torch.rand(3, 96, 128, dtype=torch.float64),
+              torch.randint(0, 256, (3, 96, 128), dtype=torch.uint8), torch.rand(3, 96, 128).bfloat16(), grey,
+              torch.rand(3, 96, 128, requires_grad=True)]
+    for image in images:
+        for grid, fragment in (((3, 4), (16, 16)), ((2, 3), (20, 12))):
+            rows, cols = fragment_offsets(*image.shape[-2:], grid, fragment, random=True, generator=generator)
+            tiled = tile_fragments(image, rows, cols, fragment)
+            assert tiled.dtype == image.dtype and tiled.shape == (3, grid[0] * fragment[0], grid[1] * fragment[1])
+            assert torch.equal(tiled, reference(image, rows, cols, *fragment))
+    assert tile_fragments(images[-1], rows, cols, fragment).requires_grad

@@ -257,6 +257,196 @@ def test_benchmark_smoke_writes_every_row(tmp_path, iqa_csv):  # noqa: F811
     # The multiply-adds: passing the guidance tokens in removes the semantic pass from a GLIANet step.
     assert by_name["glia_train_cached"]["gflop_per_image"] < by_name["glia_train"]["gflop_per_image"]
     assert by_name["glia_epoch_cached"]["comparator"] == "lora_epoch"
+    assert by_name["glia_epoch_cached_bf16_disk"]["comparator"] == "lora_epoch"
     assert by_name["glia_epoch_cached_3_views"]["comparator"] == "lora_epoch_3_views"
     assert by_name["glia_inference"]["fraction_of_limit"] == pytest.approx(
         by_name["glia_inference"]["ratio"] / by_name["glia_inference"]["limit"])
+
+
+# ===================================================================== bf16 / on-disk cache (data.semantic_cache_*)
+
+def test_a_disk_cache_holds_the_memory_caches_tokens_and_is_reused_by_a_later_run(tmp_path):
+    """An fp32 cache on disk stores exactly what the in-memory cache stores; a new cache object on the same folder
+    and key (a later run) reads every entry without encoding; a bf16 cache on disk stores the bf16-rounded tokens."""
+    from training.data import DiskSemanticCache, SemanticCache
+
+    model = tiny_glia()
+    pixels = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    ids, orientations = [0, 1, 1, 3], [0, 0, 2, 1]
+    memory = SemanticCache("k")
+    expected = memory.lookup(ids, orientations, pixels, model.glia.encode_guidance)
+    disk = DiskSemanticCache("k", tmp_path, num_images=4)
+    assert len(disk) == 0 and (1, 2) not in disk
+    torch.testing.assert_close(disk.lookup(ids, orientations, pixels, model.glia.encode_guidance), expected,
+                               atol=0, rtol=0)
+    assert (len(disk), disk.misses, disk.hits, disk.nbytes) == (4, 4, 0, 4 * 197 * 32 * 4)
+    assert (1, 2) in disk and (1, 1) not in disk
+    assert torch.equal(disk.tokens(1, 2), memory.tokens(1, 2))
+
+    def refuse(pixel_values):
+        raise AssertionError("a filled disk cache must not encode")
+
+    later = DiskSemanticCache("k", tmp_path, num_images=4)
+    assert later.folder == disk.folder and len(later) == 4
+    torch.testing.assert_close(later.lookup(ids[::-1], orientations[::-1], pixels.flip(0), refuse), expected.flip(0),
+                               atol=0, rtol=0)
+    assert (later.misses, later.hits) == (0, 4)
+
+    half = DiskSemanticCache("k", tmp_path, num_images=4, dtype=torch.bfloat16)
+    assert half.folder != disk.folder and len(half) == 0  # the dtype names the folder
+    tokens = half.lookup(ids, orientations, pixels, model.glia.encode_guidance)
+    assert tokens.dtype == torch.float32 and half.tokens(0, 0).dtype == torch.bfloat16
+    assert half.nbytes == 4 * 197 * 32 * 2
+    torch.testing.assert_close(tokens, expected.to(torch.bfloat16).float(), atol=0, rtol=0)
+    reread = DiskSemanticCache("k", tmp_path, num_images=4, dtype=torch.bfloat16).lookup(ids, orientations, pixels,
+                                                                                         refuse)
+    assert reread.dtype == torch.float32 and torch.equal(reread, tokens)  # the encoder's dtype, kept in meta.json
+    with pytest.raises(ValueError, match=r"\(image 4, orientation 0\) outside the 4 images x 4 orientations"):
+        disk.lookup([4], [0], pixels[:1], model.glia.encode_guidance)
+
+
+def test_every_change_of_key_or_dtype_gets_its_own_disk_folder(tmp_path):
+    """A different backbone, processor setting, image list, precision or storage dtype misses: it gets a new, empty
+    folder, never the tokens of another (the key of each is tested above, in
+    test_the_key_changes_with_backbone_processor_images_and_precision)."""
+    from glia_hf import GLIAImageProcessor
+    from training.data import DiskSemanticCache, semantic_cache_key
+
+    model, processor, images = tiny_glia(), GLIAImageProcessor(), ["a.png", "b.png"]
+    changed = tiny_glia()
+    with torch.no_grad():
+        changed.glia.vit.layernorm.weight[0] += 1e-3
+    keys = [semantic_cache_key(model, processor, images, "no"), semantic_cache_key(changed, processor, images, "no"),
+            semantic_cache_key(model, GLIAImageProcessor(resize_short_side=384), images, "no"),
+            semantic_cache_key(model, processor, images[::-1], "no"),
+            semantic_cache_key(model, processor, images, "bf16")]
+    pixels = torch.randn(1, 3, 224, 224)
+    folders = set()
+    for key in keys:
+        for dtype in (torch.float32, torch.bfloat16):
+            cache = DiskSemanticCache(key, tmp_path, num_images=2, dtype=dtype)
+            assert len(cache) == 0
+            cache.lookup([0], [0], pixels, model.glia.encode_guidance)
+            assert (cache.misses, len(cache)) == (1, 1)
+            folders.add(cache.folder)
+    assert len(folders) == len(keys) * 2
+    # A folder whose meta.json names another image count is refused, not read.
+    import json
+
+    meta = json.loads((cache.folder / "meta.json").read_text())
+    meta["rows"] = 4 * 3
+    (cache.folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(RuntimeError, match="delete the folder and run again"):
+        DiskSemanticCache(keys[-1], tmp_path, num_images=2, dtype=torch.bfloat16).lookup(
+            [0], [0], pixels, model.glia.encode_guidance)
+
+
+_FILL_SCRIPT = r"""
+import sys, time, torch
+from training.data import DiskSemanticCache
+
+root, rank, dtype = sys.argv[1], int(sys.argv[2]), getattr(torch, sys.argv[3])
+def tokens_of(pixel_values):  # deterministic per (image, orientation), slow enough for the two ranks to overlap
+    time.sleep(0.02)
+    return pixel_values[:, :1, :5, :8].reshape(len(pixel_values), 5, 8) * torch.arange(8.0)
+
+cache = DiskSemanticCache("shared", root, num_images=12, dtype=dtype)
+open(f"{root}.ready-{rank}", "w").close()  # start together: wait for the other rank
+while not all(__import__("os").path.exists(f"{root}.ready-{r}") for r in (0, 1)):
+    time.sleep(0.01)
+keys = [(image, orientation) for image in range(12) for orientation in range(4)]
+keys = keys if rank == 0 else keys[::-1]  # the ranks meet in the middle and overlap there
+for start in range(0, len(keys), 6):
+    batch = keys[start:start + 6]
+    pixels = torch.stack([torch.full((3, 5, 8), 1.0 + image + orientation / 8) for image, orientation in batch])
+    got = cache.lookup([k[0] for k in batch], [k[1] for k in batch], pixels, tokens_of)
+    torch.testing.assert_close(got, tokens_of(pixels).to(dtype).float(), atol=0, rtol=0)
+print(cache.misses, cache.hits, len(cache))
+"""
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_two_processes_fill_and_read_one_disk_cache(tmp_path, dtype):
+    """Two training processes (as Accelerate's two ranks, no DataLoader) fill the same folder at once, in opposite
+    orders: each reads the right tokens for every entry, the files hold all 48 entries once, and a third process
+    afterwards encodes nothing."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_training import REPO_ROOT
+    from training.data import DiskSemanticCache
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    script = tmp_path / "fill.py"
+    script.write_text(_FILL_SCRIPT)
+    ranks = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "cache"), str(rank), dtype], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [rank.communicate(timeout=120) for rank in ranks]
+    for rank, (out, err) in zip(ranks, outputs):
+        assert rank.returncode == 0, err
+    counts = [tuple(map(int, out.split())) for out, _ in outputs]
+    assert all(misses + hits == 48 and held == 48 for misses, hits, held in counts)
+    assert sum(misses for misses, _, _ in counts) >= 48  # every entry computed by at least one rank
+
+    cache = DiskSemanticCache("shared", tmp_path / "cache", num_images=12, dtype=getattr(torch, dtype))
+    assert len(cache) == 48
+    for image in (0, 5, 11):
+        for orientation in range(4):
+            value = 1.0 + image + orientation / 8
+            expected = (torch.full((5, 8), value) * torch.arange(8.0)).to(cache.dtype)
+            assert torch.equal(cache.tokens(image, orientation), expected)
+
+
+def test_the_config_picks_the_cache(tmp_path):
+    from training.config import ConfigError, config_from_dict
+    from training.data import DiskSemanticCache, SemanticCache
+
+    memory = SemanticCache.from_config("k", config_from_dict({}), 3)
+    assert type(memory) is SemanticCache and memory.dtype == torch.float32
+    assert memory.storage == "kept in host memory, float32"
+    half = SemanticCache.from_config("k", config_from_dict({"data": {"semantic_cache_dtype": "bf16"}}), 3)
+    assert type(half) is SemanticCache and half.dtype == torch.bfloat16
+    disk = SemanticCache.from_config("k", config_from_dict({"data": {"semantic_cache_dtype": "bf16",
+                                                                     "semantic_cache_dir": str(tmp_path)}}), 3)
+    assert isinstance(disk, DiskSemanticCache) and disk.dtype == torch.bfloat16 and disk.num_images == 3
+    assert disk.folder.parent == tmp_path and "memory-mapped" in disk.storage
+    with pytest.raises(ConfigError, match=r"data.semantic_cache_dtype must be one of \['fp32', 'bf16'\], got 'fp16'"):
+        SemanticCache.from_config("k", config_from_dict({"data": {"semantic_cache_dtype": "fp16"}}), 3)
+
+
+#: How far a bf16 cache may move the tiny model's per-step training loss from the fp32 cache's over two epochs
+#: (bf16 keeps 8 bits of mantissa: a relative rounding of at most 2**-9 per token). Measured on this test's 16 steps:
+#: at most 3.3e-7 (the tiny random model's loss barely depends on the guidance); 30x headroom.
+BF16_LOSS_ATOL = 1e-5
+
+
+def test_training_with_a_bf16_disk_cache_stays_near_fp32_and_a_later_run_reuses_it(tmp_path, iqa_csv, capsys):  # noqa: F811
+    """Two epochs, flips both ways: every step's loss with a bf16 cache on disk is within BF16_LOSS_ATOL of the fp32
+    in-memory cache's; a second run on the same folder computes no token and gives the same losses, bit for bit."""
+    from training.train import main
+
+    def run(name, **data):
+        config = write_config(
+            tmp_path, iqa_csv, data={"train_views": 2, **data}, optim={"epochs": 2, "batch_size": 4},
+            augmentation={"hflip": 0.5, "vflip": 0.5},
+            output={"dir": str(tmp_path / name), "log_every": 1, "trackers": ["csv"], "plots": False,
+                    "save_model": False},
+        )
+        capsys.readouterr()
+        payload = main(["--config", str(config)])
+        out = capsys.readouterr().out
+        line = next(line for line in out.splitlines() if "semantic cache holds" in line)
+        return payload, [v for _, v in step_losses(tmp_path / name)], out, line
+
+    folder = str(tmp_path / "tokens")
+    _, fp32, _, _ = run("fp32")
+    first, bf16, out, held = run("bf16", semantic_cache_dtype="bf16", semantic_cache_dir=folder)
+    assert f"memory-mapped in {folder}/semantic-" in out and "bfloat16" in out
+    assert len(bf16) == len(fp32) == 16
+    difference = np.abs(np.asarray(bf16) - np.asarray(fp32))
+    assert 0 < difference.max() <= BF16_LOSS_ATOL, difference.max()
+    second, again, _, held_again = run("bf16-again", semantic_cache_dtype="bf16", semantic_cache_dir=folder)
+    assert held_again.endswith(" 0 computed") and not held.endswith(" 0 computed")
+    assert again == bf16
+    assert second["splits"][0]["srcc"] == first["splits"][0]["srcc"]

@@ -138,10 +138,10 @@ class RunData:
             return None
         key = semantic_cache_key(unwrapped, processor, images, self.accelerator.mixed_precision)
         if key not in self.semantic_caches:
-            self.semantic_caches[key] = SemanticCache(key)
+            self.semantic_caches[key] = SemanticCache.from_config(key, self.config, len(images))
             if not quiet:
                 self.accelerator.print(f"split {split}: semantic cache on (guidance tokens computed once per image "
-                                       "and orientation, kept in host memory, float32)")
+                                       f"and orientation, {self.semantic_caches[key].storage})")
         return self.semantic_caches[key]
 
     def guidance(self, model, batch, cache: Optional[SemanticCache]) -> dict:
