@@ -412,7 +412,7 @@ def test_the_config_picks_the_cache(tmp_path):
     assert isinstance(disk, DiskSemanticCache) and disk.dtype == torch.bfloat16 and disk.num_images == 3
     assert disk.folder.parent == tmp_path and "memory-mapped" in disk.storage
     with pytest.raises(ConfigError, match=r"data.semantic_cache_dtype must be one of \['fp32', 'bf16'\], got 'fp16'"):
-        SemanticCache.from_config("k", config_from_dict({"data": {"semantic_cache_dtype": "fp16"}}), 3)
+        config_from_dict({"data": {"semantic_cache_dtype": "fp16"}})
 
 
 #: How far a bf16 cache may move the tiny model's per-step training loss from the fp32 cache's over two epochs

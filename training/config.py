@@ -51,6 +51,8 @@ SCHEDULERS = ("cosine", "constant")
 RESIZE_RESAMPLE = tuple(RESIZE_FILTERS)
 #: What ``data.train_fraction`` is a share of (paper Table 3).
 TRAIN_FRACTION_OF = ("dataset", "train_split")
+#: ``data.semantic_cache_dtype``: what the semantic cache stores its tokens in (training.data maps them to torch dtypes).
+SEMANTIC_CACHE_DTYPES = ("fp32", "bf16")
 
 
 class ConfigError(ValueError):
@@ -433,7 +435,8 @@ def resolve_num_workers(value: Union[int, str], num_processes: int, on_gpu: bool
 
 #: The fields that take one of a few values, and those that must be positive (checked by TrainConfig.validate).
 _CHOICES = {"model.method": METHODS, "optim.scheduler": SCHEDULERS, "optim.mixed_precision": MIXED_PRECISION,
-            "optim.loss": LOSSES, "data.resize_resample": RESIZE_RESAMPLE, "data.train_fraction_of": TRAIN_FRACTION_OF}
+            "optim.loss": LOSSES, "data.resize_resample": RESIZE_RESAMPLE, "data.train_fraction_of": TRAIN_FRACTION_OF,
+            "data.semantic_cache_dtype": SEMANTIC_CACHE_DTYPES}
 _POSITIVE = ("data.train_views", "data.num_splits", "optim.lr", "optim.epochs", "optim.batch_size",
              "optim.gradient_accumulation_steps", "eval.num_views", "eval.batch_size", "output.keep_states",
              "output.log_every")

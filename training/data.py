@@ -13,6 +13,7 @@ from torch.utils.data import Dataset, Sampler
 
 from glia_hf import GLIAImageProcessor
 from glia_hf.data import load_image
+from training.config import SEMANTIC_CACHE_DTYPES as CACHE_DTYPE_NAMES
 
 
 class EpochSampler(Sampler):
@@ -324,8 +325,8 @@ def semantic_cache_key(model, processor: GLIAImageProcessor, images: Sequence[st
     return digest.hexdigest()
 
 
-#: ``data.semantic_cache_dtype``: the dtype the semantic cache stores its tokens in.
-SEMANTIC_CACHE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+#: The torch dtype of each ``data.semantic_cache_dtype`` (:data:`training.config.SEMANTIC_CACHE_DTYPES`).
+SEMANTIC_CACHE_DTYPES = dict(zip(CACHE_DTYPE_NAMES, (torch.float32, torch.bfloat16)))
 
 
 class SemanticCache:
@@ -367,12 +368,8 @@ class SemanticCache:
         """The cache a run's ``TrainConfig`` asks for: ``data.semantic_cache_dtype`` (``fp32`` | ``bf16``) and
         ``data.semantic_cache_dir`` (``null``: host memory; a folder: a :class:`DiskSemanticCache` there for the
         ``num_images`` images of ``key``)."""
-        from training.config import ConfigError
-
-        name = getattr(config.data, "semantic_cache_dtype", "fp32")
-        if name not in SEMANTIC_CACHE_DTYPES:
-            raise ConfigError(f"data.semantic_cache_dtype must be one of {list(SEMANTIC_CACHE_DTYPES)}, got {name!r}")
-        folder = getattr(config.data, "semantic_cache_dir", None)
+        name = config.data.semantic_cache_dtype  # one of SEMANTIC_CACHE_DTYPES (TrainConfig.validate checks it)
+        folder = config.data.semantic_cache_dir
         if folder:
             return DiskSemanticCache(key, folder, num_images, dtype=SEMANTIC_CACHE_DTYPES[name])
         return cls(key, dtype=SEMANTIC_CACHE_DTYPES[name])
