@@ -245,7 +245,8 @@ def test_help_lists_every_config_field_with_its_default_and_description():
 
 
 def test_num_workers_auto_is_the_default_and_fits_the_machine():
-    from training.config import ConfigError, TrainConfig, load_config, resolve_num_workers
+    from training.config import ConfigError, TrainConfig, load_config
+    from training.loop import resolve_num_workers
 
     assert TrainConfig().data.num_workers == "auto"
     assert load_config(None, ["--data.num_workers", "3"]).data.num_workers == 3

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import os
 import types
 import typing
 import warnings
@@ -115,7 +114,7 @@ class DataConfig:
             weights, processor settings, image list, precision and ``semantic_cache_dtype``).
         num_workers: DataLoader worker processes per training process, or ``auto`` (the default): what the machine
             has. On the CPU half the cores of each process (1 worker + 1 compute thread on 2 cores, none on 1 core),
-            on a GPU each process's cores but one, at most 8 (see :func:`resolve_num_workers`).
+            on a GPU each process's cores but one, at most 8 (see :func:`training.loop.resolve_num_workers`).
         cpu_threads: PyTorch compute threads per process when training on the CPU. Default: the cores left over by
             the data workers, shared among the processes (at least one), so that workers and compute threads do not
             fight for the same cores (on 2 cores: 1 worker + 1 thread). Ignored on GPUs.
@@ -411,28 +410,6 @@ class TrainConfig:
         return indices
 
 
-def available_cpus() -> int:
-    """The CPU cores this process may run on (its affinity mask where the OS has one, else all of them)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-def resolve_num_workers(value: Union[int, str], num_processes: int, on_gpu: bool, cpus: Optional[int] = None) -> int:
-    """The DataLoader workers per process for ``data.num_workers`` (an ``int`` is kept as is).
-
-    ``auto`` shares the machine's cores among the processes first. On the CPU the workers decode and sample while
-    the compute threads run the model, so each process gets half of its cores as workers (2 cores, 1 process:
-    1 worker and 1 thread; 1 core: no worker). On a GPU the model runs elsewhere: each process keeps one core for
-    its own loop and uses the others as workers, at most 8 (LoDa's setting).
-    """
-    if value != "auto":
-        return int(value)
-    per_process = max(1, (cpus or available_cpus()) // max(1, num_processes))
-    return min(8, max(1, per_process - 1)) if on_gpu else per_process // 2
-
-
 #: The fields that take one of a few values, and those that must be positive (checked by TrainConfig.validate).
 _CHOICES = {"model.method": METHODS, "optim.scheduler": SCHEDULERS, "optim.mixed_precision": MIXED_PRECISION,
             "optim.loss": LOSSES, "data.resize_resample": RESIZE_RESAMPLE, "data.train_fraction_of": TRAIN_FRACTION_OF,
@@ -602,8 +579,8 @@ def flat_config(config: TrainConfig) -> Dict[str, Any]:
 
 
 __all__ = [
-    "AugmentationConfig", "available_cpus", "ConfigError", "DataConfig", "EvalConfig", "HubConfig", "METHODS",
+    "AugmentationConfig", "ConfigError", "DataConfig", "EvalConfig", "HubConfig", "METHODS",
     "ModelConfig", "OptimConfig", "OutputConfig", "TrainConfig", "config_from_dict", "describe_resolution",
     "config_help", "field_descriptions", "EXECUTION_FIELDS", "RUN_CONTROL_FIELDS", "flat_config", "load_config",
-    "parse_overrides", "resolve_num_workers", "set_dotted",
+    "parse_overrides", "set_dotted",
 ]

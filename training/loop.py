@@ -15,7 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
@@ -26,7 +26,7 @@ from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_
 from eval.plots import training_curve_plot
 from glia_hf import GLIAImageProcessor
 from training.checks import backbone_normalisation, build_model, method_label
-from training.config import TrainConfig, available_cpus, resolve_num_workers
+from training.config import TrainConfig
 from training.data import DecodedImageCache, SemanticCache
 from training.evaluation import RunEvaluation
 from training.results import _write_json
@@ -43,6 +43,28 @@ def schedule_steps(batches_per_epoch: int, config: TrainConfig) -> int:
     (rounded down with ``optim.drop_last``, up without): with accumulation 1, ``epochs x views x images / batch``.
     """
     return math.ceil(batches_per_epoch / config.optim.gradient_accumulation_steps) * config.optim.epochs
+
+
+def available_cpus() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one, else all of them)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_num_workers(value: Union[int, str], num_processes: int, on_gpu: bool, cpus: Optional[int] = None) -> int:
+    """The DataLoader workers per process for ``data.num_workers`` (an ``int`` is kept as is).
+
+    ``auto`` shares the machine's cores among the processes first. On the CPU the workers decode and sample while
+    the compute threads run the model, so each process gets half of its cores as workers (2 cores, 1 process:
+    1 worker and 1 thread; 1 core: no worker). On a GPU the model runs elsewhere: each process keeps one core for
+    its own loop and uses the others as workers, at most 8 (LoDa's setting).
+    """
+    if value != "auto":
+        return int(value)
+    per_process = max(1, (cpus or available_cpus()) // max(1, num_processes))
+    return min(8, max(1, per_process - 1)) if on_gpu else per_process // 2
 
 
 def make_accelerator(config: TrainConfig, run_dir: Path) -> Tuple[Accelerator, int]:
