@@ -67,7 +67,6 @@ class BackboneSpec:
         pre_norm: a norm applied to the embeddings before the first block (CLIP's `pre_layrnorm`), or `None`.
         blocks: the `nn.ModuleList` of transformer blocks. Every family's block is called as
             `block(hidden_states, attention_mask)`, with `attention_mask=None`.
-        attention: the self-attention module inside a block (hooked to catch attention weights).
         projections: generic name (`PROJECTIONS`) -> path of that linear layer inside a block.
         mlp: the MLP inside a block (AdaptFormer's parallel adapter wraps it).
         final_norm: the norm after the last block.
@@ -85,7 +84,6 @@ class BackboneSpec:
     model_class: str
     blocks: str
     final_norm: str
-    attention: str
     projections: Mapping[str, str]
     leading_tokens: int
     readout: str
@@ -138,9 +136,6 @@ class BackboneSpec:
         head = getattr(backbone, "head", None) if getattr(backbone, "use_head", True) else None
         return head(normed) if head is not None else normed.mean(dim=1)
 
-    def attention_module(self, block: nn.Module) -> nn.Module:
-        return block.get_submodule(self.attention)
-
     # ------------------------------------------------------------------------------------------------- its config
 
     def num_leading_tokens(self, config: PreTrainedConfig) -> int:
@@ -174,38 +169,38 @@ FAMILIES: dict[str, BackboneSpec] = {
     for spec in (
         BackboneSpec(
             family="ViT", model_type="vit", model_class="ViTModel", model_kwargs={"add_pooling_layer": False},
-            blocks="layers", final_norm="layernorm", attention="attention", projections=_VIT_PROJECTIONS,
+            blocks="layers", final_norm="layernorm", projections=_VIT_PROJECTIONS,
             leading_tokens=1, readout="first", image_mean=HALF, image_std=HALF,
             hub_id="google/vit-base-patch16-224",
         ),
         BackboneSpec(
             family="DeiT", model_type="deit", model_class="DeiTModel", model_kwargs={"add_pooling_layer": False},
-            blocks="layers", final_norm="layernorm", attention="attention", projections=_VIT_PROJECTIONS,
+            blocks="layers", final_norm="layernorm", projections=_VIT_PROJECTIONS,
             leading_tokens=2, readout="first", image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD,
             hub_id="facebook/deit-base-distilled-patch16-224",
         ),
         BackboneSpec(
             family="DINOv2", model_type="dinov2", model_class="Dinov2Model", interpolation_flag=False,
-            blocks="encoder.layer", final_norm="layernorm", attention="attention", projections=_VIT_PROJECTIONS,
+            blocks="encoder.layer", final_norm="layernorm", projections=_VIT_PROJECTIONS,
             leading_tokens=1, readout="first", image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, image_size=224,
             hub_id="facebook/dinov2-base",
         ),
         BackboneSpec(
             family="DINOv2 with registers", model_type="dinov2_with_registers", model_class="Dinov2WithRegistersModel",
-            interpolation_flag=False, blocks="encoder.layer", final_norm="layernorm", attention="attention",
+            interpolation_flag=False, blocks="encoder.layer", final_norm="layernorm",
             projections=_VIT_PROJECTIONS, leading_tokens=1, register_tokens_field="num_register_tokens",
             readout="first", image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, image_size=224,
             hub_id="facebook/dinov2-with-registers-base",
         ),
         BackboneSpec(
             family="CLIP vision", model_type="clip_vision_model", model_class="CLIPVisionModel",
-            pre_norm="pre_layrnorm", blocks="encoder.layers", final_norm="post_layernorm", attention="self_attn",
+            pre_norm="pre_layrnorm", blocks="encoder.layers", final_norm="post_layernorm",
             projections=_CLIP_PROJECTIONS, leading_tokens=1, readout="first", image_mean=CLIP_MEAN,
             image_std=CLIP_STD, hub_id="openai/clip-vit-base-patch16",
         ),
         BackboneSpec(
             family="SigLIP vision", model_type="siglip_vision_model", model_class="SiglipVisionModel",
-            blocks="encoder.layers", final_norm="post_layernorm", attention="self_attn",
+            blocks="encoder.layers", final_norm="post_layernorm",
             projections=_CLIP_PROJECTIONS, leading_tokens=0, readout="pooling_head", image_mean=HALF,
             image_std=HALF, hub_id="google/siglip-base-patch16-224",
         ),
