@@ -75,7 +75,9 @@ class BackboneSpec:
         readout: what the head reads: `"first"` (token 0 after the final norm) or `"pooling_head"` (the backbone's
             own pooling `head` on the normed tokens, or their mean if it has none).
         image_mean, image_std: the family's usual normalisation (used when the checkpoint states none).
-        image_size: the default input side, or `None` for the backbone config's `image_size`.
+        image_size: the default input side of a family whose embeddings interpolate their position embeddings by
+            themselves (DINOv2: any side is accepted), or `None`: the backbone config's `image_size`, the only side
+            accepted (see [`resolve_image_size`]).
         hub_id: the usual base-size checkpoint on the Hugging Face Hub.
     """
 
@@ -143,8 +145,21 @@ class BackboneSpec:
         registers = getattr(config, self.register_tokens_field) if self.register_tokens_field else 0
         return self.leading_tokens + int(registers)
 
-    def default_image_size(self, config: PreTrainedConfig) -> int:
-        return self.image_size if self.image_size is not None else _as_pair(config.image_size)[0]
+    def resolve_image_size(self, config: PreTrainedConfig, image_size: int | None = None) -> int:
+        """The input side of the model: `image_size` if given, else the family's default.
+
+        A family without a default of its own (`self.image_size is None`: ViT, DeiT, CLIP, SigLIP) takes only its
+        config's `image_size`; any other value is a `ValueError` naming both.
+        """
+        native = _as_pair(config.image_size)[0]
+        if image_size is None:
+            return self.image_size if self.image_size is not None else native
+        if self.image_size is None and int(image_size) != native:
+            raise ValueError(
+                f"image_size {image_size} does not fit the {self.family} backbone, whose image_size is {native}: leave "
+                "image_size out (or null) to use the backbone's, or change the backbone's image_size."
+            )
+        return int(image_size)
 
 
 _VIT_PROJECTIONS = {

@@ -18,7 +18,6 @@ token (SigLIP, which has none: its attention-pooling head), `LN` the backbone's 
 """
 
 import contextlib
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,17 +27,12 @@ from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import capture_outputs, maybe_install_capturing_hooks
 
 from .backbones import FAMILIES, backbone_config_from, backbone_spec
 from .configuration_glia import LOSSES, GLIAConfig
-
-
-PIPELINE_TASK = "image-quality-assessment"
-PIPELINE_FILE = Path(__file__).with_name("pipeline_glia.py")  # beside this file, installed or loaded as remote code
 
 
 @dataclass
@@ -173,30 +167,14 @@ class GLIAPreTrainedModel(PreTrainedModel):
                 if hasattr(module, name):
                     init.constant_(getattr(module, name), self.config.lambda_init)
 
-    def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
-        """Save as usual, plus what `pipeline("image-quality-assessment", model=dir, trust_remote_code=True)` needs.
-
-        The pipeline's code (`pipeline_glia.py` and the files it imports) is copied beside the modeling files and
-        `config.json` gets its `custom_pipelines` entry. With `push_to_hub=True` the saved directory is then pushed
-        with [`~PreTrainedModel.push_to_hub`] (`repo_id` defaults to the directory's name).
-        """
-        if PIPELINE_FILE.is_file():
-            entry = {"impl": "pipeline_glia.ImageQualityAssessmentPipeline", "pt": ["AutoModel"], "type": "image"}
-            self.config.custom_pipelines = {**(getattr(self.config, "custom_pipelines", None) or {}), PIPELINE_TASK: entry}
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if PIPELINE_FILE.is_file() and kwargs.get("is_main_process", True):
-            for source in [PIPELINE_FILE, *map(Path, get_relative_import_files(str(PIPELINE_FILE)))]:
-                destination = Path(save_directory) / source.name
-                if source.resolve() != destination.resolve():
-                    shutil.copyfile(source, destination)
-        if push_to_hub:
-            hub_options = ("private", "token", "commit_message", "revision", "create_pr")
-            self.push_to_hub(kwargs.get("repo_id") or Path(save_directory).name,
-                             **{key: kwargs[key] for key in hub_options if key in kwargs})
-
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        """Load as usual, then freeze the backbone again: loading materialises new parameters that all require grad."""
+        """Load as usual, then freeze the backbone again as `config.freeze_backbone` says.
+
+        Stands in for a post-load hook, which transformers 5 does not have: its loader
+        (`core_model_loading.set_param_for_module`) wraps every loaded tensor in a new `nn.Parameter` that requires
+        grad, undoing the freeze that `__init__` applied.
+        """
         model = super().from_pretrained(*args, **kwargs)
         for module in model.modules():
             if isinstance(module, GLIAModel):
