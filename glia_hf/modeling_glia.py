@@ -276,7 +276,8 @@ class GLIAModel(GLIAPreTrainedModel):
         # The guidance pass above runs the same backbone blocks: it stays outside the recorded pass, so that only the
         # main stream's attentions are recorded.
         output = self._main_stream(
-            main_input, prior, views, output_hidden_states=output_hidden_states, output_attentions=output_attentions
+            main_input, prior, views, output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+            return_dict=True,
         )
         if output_attentions and len(output.attentions) != len(self.backbone_blocks):
             raise ValueError(
@@ -471,6 +472,7 @@ class GLIAForImageQualityAssessment(GLIAPreTrainedModel):
             guidance_hidden_states=guidance_hidden_states,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
+            return_dict=True,
         )
         batch_size = (pixel_values if pixel_values is not None else fragment_values).shape[0]
         # The head, the scores and the loss run in float32 whatever the autocast or the backbone's dtype: bfloat16

@@ -191,6 +191,9 @@ def test_return_dict_false_gives_the_outputs_as_a_tuple():
                 torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
         score, normalized, hidden_states, attentions = model(**inputs, **options, return_dict=False)
         assert score.shape == (2,) and len(hidden_states) == 3 and len(attentions) == 2
+        model.config.return_dict = False  # the config's default, as transformers reads it
+        score_only, normalized_only = model(**inputs)
+        torch.testing.assert_close(score_only, score, rtol=0, atol=0)
 
 
 def test_attentions_need_the_eager_implementation():
