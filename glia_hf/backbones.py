@@ -67,7 +67,6 @@ class BackboneSpec:
         pre_norm: a norm applied to the embeddings before the first block (CLIP's `pre_layrnorm`), or `None`.
         blocks: the `nn.ModuleList` of transformer blocks. Every family's block is called as
             `block(hidden_states, attention_mask)`, with `attention_mask=None`.
-        attention: the self-attention module inside a block (hooked to catch attention weights).
         projections: generic name (`PROJECTIONS`) -> path of that linear layer inside a block.
         mlp: the MLP inside a block (AdaptFormer's parallel adapter wraps it).
         final_norm: the norm after the last block.
@@ -76,7 +75,9 @@ class BackboneSpec:
         readout: what the head reads: `"first"` (token 0 after the final norm) or `"pooling_head"` (the backbone's
             own pooling `head` on the normed tokens, or their mean if it has none).
         image_mean, image_std: the family's usual normalisation (used when the checkpoint states none).
-        image_size: the default input side, or `None` for the backbone config's `image_size`.
+        image_size: the default input side of a family whose embeddings interpolate their position embeddings by
+            themselves (DINOv2: any side is accepted), or `None`: the backbone config's `image_size`, the only side
+            accepted (see [`resolve_image_size`]).
         hub_id: the usual base-size checkpoint on the Hugging Face Hub.
     """
 
@@ -85,7 +86,6 @@ class BackboneSpec:
     model_class: str
     blocks: str
     final_norm: str
-    attention: str
     projections: Mapping[str, str]
     leading_tokens: int
     readout: str
@@ -138,9 +138,6 @@ class BackboneSpec:
         head = getattr(backbone, "head", None) if getattr(backbone, "use_head", True) else None
         return head(normed) if head is not None else normed.mean(dim=1)
 
-    def attention_module(self, block: nn.Module) -> nn.Module:
-        return block.get_submodule(self.attention)
-
     # ------------------------------------------------------------------------------------------------- its config
 
     def num_leading_tokens(self, config: PreTrainedConfig) -> int:
@@ -148,8 +145,21 @@ class BackboneSpec:
         registers = getattr(config, self.register_tokens_field) if self.register_tokens_field else 0
         return self.leading_tokens + int(registers)
 
-    def default_image_size(self, config: PreTrainedConfig) -> int:
-        return self.image_size if self.image_size is not None else _as_pair(config.image_size)[0]
+    def resolve_image_size(self, config: PreTrainedConfig, image_size: int | None = None) -> int:
+        """The input side of the model: `image_size` if given, else the family's default.
+
+        A family without a default of its own (`self.image_size is None`: ViT, DeiT, CLIP, SigLIP) takes only its
+        config's `image_size`; any other value is a `ValueError` naming both.
+        """
+        native = _as_pair(config.image_size)[0]
+        if image_size is None:
+            return self.image_size if self.image_size is not None else native
+        if self.image_size is None and int(image_size) != native:
+            raise ValueError(
+                f"image_size {image_size} does not fit the {self.family} backbone, whose image_size is {native}: leave "
+                "image_size out (or null) to use the backbone's, or change the backbone's image_size."
+            )
+        return int(image_size)
 
 
 _VIT_PROJECTIONS = {
@@ -174,38 +184,38 @@ FAMILIES: dict[str, BackboneSpec] = {
     for spec in (
         BackboneSpec(
             family="ViT", model_type="vit", model_class="ViTModel", model_kwargs={"add_pooling_layer": False},
-            blocks="layers", final_norm="layernorm", attention="attention", projections=_VIT_PROJECTIONS,
+            blocks="layers", final_norm="layernorm", projections=_VIT_PROJECTIONS,
             leading_tokens=1, readout="first", image_mean=HALF, image_std=HALF,
             hub_id="google/vit-base-patch16-224",
         ),
         BackboneSpec(
             family="DeiT", model_type="deit", model_class="DeiTModel", model_kwargs={"add_pooling_layer": False},
-            blocks="layers", final_norm="layernorm", attention="attention", projections=_VIT_PROJECTIONS,
+            blocks="layers", final_norm="layernorm", projections=_VIT_PROJECTIONS,
             leading_tokens=2, readout="first", image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD,
             hub_id="facebook/deit-base-distilled-patch16-224",
         ),
         BackboneSpec(
             family="DINOv2", model_type="dinov2", model_class="Dinov2Model", interpolation_flag=False,
-            blocks="encoder.layer", final_norm="layernorm", attention="attention", projections=_VIT_PROJECTIONS,
+            blocks="encoder.layer", final_norm="layernorm", projections=_VIT_PROJECTIONS,
             leading_tokens=1, readout="first", image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, image_size=224,
             hub_id="facebook/dinov2-base",
         ),
         BackboneSpec(
             family="DINOv2 with registers", model_type="dinov2_with_registers", model_class="Dinov2WithRegistersModel",
-            interpolation_flag=False, blocks="encoder.layer", final_norm="layernorm", attention="attention",
+            interpolation_flag=False, blocks="encoder.layer", final_norm="layernorm",
             projections=_VIT_PROJECTIONS, leading_tokens=1, register_tokens_field="num_register_tokens",
             readout="first", image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, image_size=224,
             hub_id="facebook/dinov2-with-registers-base",
         ),
         BackboneSpec(
             family="CLIP vision", model_type="clip_vision_model", model_class="CLIPVisionModel",
-            pre_norm="pre_layrnorm", blocks="encoder.layers", final_norm="post_layernorm", attention="self_attn",
+            pre_norm="pre_layrnorm", blocks="encoder.layers", final_norm="post_layernorm",
             projections=_CLIP_PROJECTIONS, leading_tokens=1, readout="first", image_mean=CLIP_MEAN,
             image_std=CLIP_STD, hub_id="openai/clip-vit-base-patch16",
         ),
         BackboneSpec(
             family="SigLIP vision", model_type="siglip_vision_model", model_class="SiglipVisionModel",
-            blocks="encoder.layers", final_norm="post_layernorm", attention="self_attn",
+            blocks="encoder.layers", final_norm="post_layernorm",
             projections=_CLIP_PROJECTIONS, leading_tokens=0, readout="pooling_head", image_mean=HALF,
             image_std=HALF, hub_id="google/siglip-base-patch16-224",
         ),

@@ -4,6 +4,7 @@ from transformers import AutoConfig, PreTrainedConfig, ViTConfig
 from transformers.utils import logging
 
 from .backbones import backbone_config_from, backbone_spec, default_fragments
+from .pipeline_glia import PIPELINE_TASK, ImageQualityAssessmentPipeline
 
 
 logger = logging.get_logger(__name__)
@@ -40,9 +41,11 @@ class GLIAConfig(PreTrainedConfig):
             files written before other families existed). Defaults to ViT-B/16 at 224 px. Where each family keeps its
             embeddings, blocks, norms and readout token is described in `backbones.py`.
         image_size (`int`, *optional*):
-            Side of the input of both streams (the resized whole image; the tiled fragments). Defaults to the
-            family's usual input size: the backbone's `image_size`, but 224 for DINOv2 (whose configs state 518).
-            Where it differs from the backbone's `image_size`, the position embeddings are interpolated.
+            Side of the input of both streams (the resized whole image; the tiled fragments). Leave it out (`None`)
+            for the family's input size: the backbone's `image_size`, the only one ViT, DeiT, CLIP and SigLIP accept
+            (another value is an error naming both), and 224 by default for DINOv2 (whose configs state 518), which
+            takes any multiple of its patch size and interpolates its position embeddings. Always set after
+            construction and saved in `config.json`, which the image processor and the pipeline read.
         grid_size (`tuple[int, int]`, *optional*):
             Number of grid cells `(nh, nw)` of the fragment sampler. Defaults to the grid of `fragment_size` cells
             that tiles `image_size`.
@@ -137,7 +140,7 @@ class GLIAConfig(PreTrainedConfig):
         backbone_config = backbone_config_from(backbone_config if backbone_config is not None else ViTConfig())
         self.backbone_config = backbone_config
         spec = backbone_spec(backbone_config)
-        self.image_size = int(image_size) if image_size is not None else spec.default_image_size(backbone_config)
+        self.image_size = spec.resolve_image_size(backbone_config, image_size)
         if grid_size is None or fragment_size is None:
             grid, fragment = default_fragments(self.image_size, _as_pair(backbone_config.patch_size)[0])
             if fragment_size is None:
@@ -177,6 +180,12 @@ class GLIAConfig(PreTrainedConfig):
         if method is not None and not (isinstance(method, dict) and isinstance(method.get("name"), str)):
             raise ValueError(f"method must be a dict with a 'name' (and 'options', 'merged'), got {method!r}.")
         self.method = dict(method) if method is not None else None
+        # The pipeline entry that `pipeline(PIPELINE_TASK, model=directory, trust_remote_code=True)` reads, in the form
+        # transformers' `Pipeline.save_pretrained` writes: every config.json names the pipeline, and the relative import
+        # above makes transformers save pipeline_glia.py beside this file.
+        impl = f"{ImageQualityAssessmentPipeline.__module__.rsplit('.', 1)[-1]}.{ImageQualityAssessmentPipeline.__name__}"
+        pipeline_entry = {"impl": impl, "pt": ["AutoModel"], "type": "image"}
+        kwargs["custom_pipelines"] = {PIPELINE_TASK: pipeline_entry, **(kwargs.get("custom_pipelines") or {})}
         super().__init__(**kwargs)
         self.validate_glia()
 

@@ -18,7 +18,6 @@ token (SigLIP, which has none: its attention-pooling head), `LN` the backbone's 
 """
 
 import contextlib
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,15 +27,12 @@ from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import capture_outputs, maybe_install_capturing_hooks
 
 from .backbones import FAMILIES, backbone_config_from, backbone_spec
 from .configuration_glia import LOSSES, GLIAConfig
-
-
-PIPELINE_TASK = "image-quality-assessment"
-PIPELINE_FILE = Path(__file__).with_name("pipeline_glia.py")  # beside this file, installed or loaded as remote code
 
 
 @dataclass
@@ -171,30 +167,14 @@ class GLIAPreTrainedModel(PreTrainedModel):
                 if hasattr(module, name):
                     init.constant_(getattr(module, name), self.config.lambda_init)
 
-    def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
-        """Save as usual, plus what `pipeline("image-quality-assessment", model=dir, trust_remote_code=True)` needs.
-
-        The pipeline's code (`pipeline_glia.py` and the files it imports) is copied beside the modeling files and
-        `config.json` gets its `custom_pipelines` entry. With `push_to_hub=True` the saved directory is then pushed
-        with [`~PreTrainedModel.push_to_hub`] (`repo_id` defaults to the directory's name).
-        """
-        if PIPELINE_FILE.is_file():
-            entry = {"impl": "pipeline_glia.ImageQualityAssessmentPipeline", "pt": ["AutoModel"], "type": "image"}
-            self.config.custom_pipelines = {**(getattr(self.config, "custom_pipelines", None) or {}), PIPELINE_TASK: entry}
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if PIPELINE_FILE.is_file() and kwargs.get("is_main_process", True):
-            for source in [PIPELINE_FILE, *map(Path, get_relative_import_files(str(PIPELINE_FILE)))]:
-                destination = Path(save_directory) / source.name
-                if source.resolve() != destination.resolve():
-                    shutil.copyfile(source, destination)
-        if push_to_hub:
-            hub_options = ("private", "token", "commit_message", "revision", "create_pr")
-            self.push_to_hub(kwargs.get("repo_id") or Path(save_directory).name,
-                             **{key: kwargs[key] for key in hub_options if key in kwargs})
-
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        """Load as usual, then freeze the backbone again: loading materialises new parameters that all require grad."""
+        """Load as usual, then freeze the backbone again as `config.freeze_backbone` says.
+
+        Stands in for a post-load hook, which transformers 5 does not have: its loader
+        (`core_model_loading.set_param_for_module`) wraps every loaded tensor in a new `nn.Parameter` that requires
+        grad, undoing the freeze that `__init__` applied.
+        """
         model = super().from_pretrained(*args, **kwargs)
         for module in model.modules():
             if isinstance(module, GLIAModel):
@@ -208,6 +188,10 @@ class GLIAModel(GLIAPreTrainedModel):
     The backbone module is `self.vit` whatever its family (the name of the first one, kept so that every saved
     checkpoint's weight names stay valid); `self.backbone_spec` says where its parts are (see `backbones.py`).
     """
+
+    # `capture_outputs` records `attentions` where the backbone's own `_can_record_outputs` says (transformers applies a
+    # sub-model's declaration to its modules); no module of GLIA's own adds any.
+    _can_record_outputs = {"attentions": []}
 
     def __init__(self, config: GLIAConfig):
         super().__init__(config)
@@ -226,6 +210,10 @@ class GLIAModel(GLIAPreTrainedModel):
         )
         self.post_init()
         self.freeze_backbone()
+        # Hooked now, not at the first request as `capture_outputs` would: were the backbone asked for its own
+        # attentions first, it would hook its modules itself and transformers would hook them again from here
+        # (`recursively_install_hooks` skips no sub-model already hooked), recording every attention twice.
+        maybe_install_capturing_hooks(self)
 
     @property
     def backbone_blocks(self) -> nn.ModuleList:
@@ -257,6 +245,7 @@ class GLIAModel(GLIAPreTrainedModel):
     def _cast(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return pixel_values.to(self.vit.dtype)
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -264,19 +253,19 @@ class GLIAModel(GLIAPreTrainedModel):
         guidance_hidden_states: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
-        return_dict: bool | None = None,
     ) -> GLIAModelOutput:
         r"""
         Args:
             pixel_values: `(B, 3, S, S)` the resized whole images (semantic stream).
             fragment_values: `(B, 3, h, w)` or `(B, K, 3, h, w)` the tiled fragments (detail stream), `K` views each.
             guidance_hidden_states: the cached output of [`encode_guidance`] for this batch, to skip that pass.
+            output_attentions: return the self-attention weights of the frozen blocks on the main stream (needs
+                `attn_implementation="eager"`); the guidance pass's are not returned.
+            return_dict: `False` for a plain tuple (handled by transformers' `can_return_tuple`).
         """
         config = self.config
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else config.output_hidden_states
         output_attentions = output_attentions if output_attentions is not None else config.output_attentions
         main_input, guidance_input, views = self._stream_inputs(pixel_values, fragment_values)
-
         prior = None
         if self.uses_prior:
             if guidance_hidden_states is None:
@@ -284,33 +273,46 @@ class GLIAModel(GLIAPreTrainedModel):
             if config.guidance_stream == "semantic" and views is not None:
                 guidance_hidden_states = _repeat_per_view(guidance_hidden_states, views)
             prior = self.prior_projection(guidance_hidden_states)
+        # The guidance pass above runs the same backbone blocks: it stays outside the recorded pass, so that only the
+        # main stream's attentions are recorded.
+        output = self._main_stream(
+            main_input, prior, views, output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+            return_dict=True,
+        )
+        if output_attentions and len(output.attentions) != len(self.backbone_blocks):
+            raise ValueError(
+                "Attention weights are only returned by the eager attention: load the model with "
+                'attn_implementation="eager" or call model.set_attn_implementation("eager").'
+            )
+        return output
 
+    @capture_outputs(tie_last_hidden_states=False)
+    def _main_stream(self, main_input, prior, views, output_hidden_states=None, output_attentions=None):
+        """The main stream through the GLIA and backbone blocks; `capture_outputs` records its `attentions`.
+
+        `hidden_states` are gathered here rather than recorded: the first is the embeddings, before GLIA block 0
+        (what `OutputRecorder(capture_initial_hidden_state=True)` on the backbone blocks would take is the input of
+        block 0, after that GLIA block), and the last is before the final norm.
+        """
+        config = self.config
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else config.output_hidden_states
         hidden_states = self.backbone_spec.embed(self.vit, self._cast(main_input))
         if config.main_stream == "semantic" and views is not None:
             hidden_states = _repeat_per_view(hidden_states, views)
         all_hidden_states = (hidden_states,) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
         for index, layer in enumerate(self.backbone_blocks):
-            block = self.glia_blocks[str(index)] if str(index) in self.glia_blocks else None
-            if block is not None:
-                hidden_states, prior = block(hidden_states, prior)
-            if output_attentions:
-                hidden_states, attention = self._layer_with_attention(layer, hidden_states)
-                all_attentions += (attention,)
-            else:
-                hidden_states = layer(hidden_states, None)
+            if str(index) in self.glia_blocks:
+                hidden_states, prior = self.glia_blocks[str(index)](hidden_states, prior)
+            hidden_states = layer(hidden_states, None)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
-
         last_hidden_state = self.backbone_spec.normalize(self.vit, hidden_states)
-        output = GLIAModelOutput(
+        return GLIAModelOutput(
             last_hidden_state=last_hidden_state,
             pooler_output=self.backbone_spec.pool(self.vit, last_hidden_state),
             prior=prior,
             hidden_states=all_hidden_states,
-            attentions=all_attentions,
         )
-        return output if return_dict is not False else output.to_tuple()
 
     def _stream_inputs(self, pixel_values, fragment_values) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Return (main-stream input, guidance-stream input, a tensor whose dim 1 is the number of fragment views).
@@ -359,22 +361,6 @@ class GLIAModel(GLIAPreTrainedModel):
             raise ValueError("Received an empty batch.")
         if fragment_values is not None and fragment_values.ndim == 5 and fragment_values.shape[1] == 0:
             raise ValueError("fragment_values holds no views: K must be at least 1 in (B, K, 3, h, w).")
-
-    def _layer_with_attention(self, layer: nn.Module, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run a frozen backbone block and catch its self-attention weights (needs `attn_implementation="eager"`)."""
-        caught = []
-        attention = self.backbone_spec.attention_module(getattr(layer, "base_layer", layer))
-        handle = attention.register_forward_hook(lambda module, args, output: caught.append(output[1]))
-        try:
-            hidden_states = layer(hidden_states, None)
-        finally:
-            handle.remove()
-        if caught[0] is None:
-            raise ValueError(
-                "Attention weights are only returned by the eager attention: load the model with "
-                'attn_implementation="eager" or call model.set_attn_implementation("eager").'
-            )
-        return hidden_states, caught[0]
 
 
 class GLIAForImageQualityAssessment(GLIAPreTrainedModel):
@@ -461,6 +447,7 @@ class GLIAForImageQualityAssessment(GLIAPreTrainedModel):
         """Map predictions on the [0, 1] training scale back to the data set's scale."""
         return scores * (self.config.score_max - self.config.score_min) + self.config.score_min
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -469,7 +456,6 @@ class GLIAForImageQualityAssessment(GLIAPreTrainedModel):
         guidance_hidden_states: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
-        return_dict: bool | None = None,
     ) -> ImageQualityAssessmentOutput:
         r"""
         Args:
@@ -478,6 +464,7 @@ class GLIAForImageQualityAssessment(GLIAPreTrainedModel):
                 mean of the views' scores.
             labels: `(B,)` quality scores on the data set's scale; when given, `loss` is computed.
             guidance_hidden_states: cached guidance tokens (see [`GLIAModel.encode_guidance`]).
+            return_dict: `False` for a plain tuple (handled by transformers' `can_return_tuple`).
         """
         outputs = self.glia(
             pixel_values=pixel_values,
@@ -499,14 +486,13 @@ class GLIAForImageQualityAssessment(GLIAPreTrainedModel):
         loss = None
         if labels is not None:
             loss = quality_loss(normalized_score, self.normalize_labels(labels.to(normalized_score)), self.config.loss)
-        output = ImageQualityAssessmentOutput(
+        return ImageQualityAssessmentOutput(
             loss=loss,
             score=score,
             normalized_score=normalized_score,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
-        return output if return_dict is not False else output.to_tuple()
 
 
 def _is_exporting() -> bool:

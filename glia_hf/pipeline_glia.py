@@ -185,8 +185,8 @@ def register_pipeline() -> None:
     """Register the pipeline under the task name `image-quality-assessment` with transformers' pipeline registry.
 
     The model is loaded through `AutoModel`, i.e. the checkpoint's `auto_map`. Saved checkpoints carry this file and
-    the `custom_pipelines` entry of `config.json` (see `GLIAPreTrainedModel.save_pretrained`), so the pipeline also
-    loads with `trust_remote_code=True` where this package is not installed. Safe to call more than once.
+    the `custom_pipelines` entry of `config.json` (see `GLIAConfig`), so the pipeline also loads with
+    `trust_remote_code=True` where this package is not installed. Safe to call more than once.
     """
     registered = PIPELINE_REGISTRY.supported_tasks.get(PIPELINE_TASK, {}).get("impl")
     if registered is not ImageQualityAssessmentPipeline:

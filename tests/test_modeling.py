@@ -162,6 +162,40 @@ def test_hidden_states_and_attentions_on_request():
     torch.testing.assert_close(out.attentions[-1].sum(-1), torch.ones(2, 2, 197))
 
 
+def test_attentions_are_recorded_once_even_after_the_backbone_recorded_its_own():
+    """transformers hooks a sub-model again from its parent; GLIANet hooks at construction so that this cannot double."""
+    model = tiny_model().eval()
+    model.set_attn_implementation("eager")
+    inputs = random_inputs(batch=1)
+    with torch.no_grad():
+        own = model.glia.vit(pixel_values=inputs["fragment_values"], output_attentions=True).attentions
+        glia = model(**inputs, output_attentions=True).attentions
+        again = model.glia.vit(pixel_values=inputs["fragment_values"], output_attentions=True).attentions
+    assert len(own) == len(glia) == len(again) == 2
+    # The injection starts at zero: the main stream (the fragments) is attended to as by the plain backbone.
+    for mine, theirs in zip(glia, again):
+        torch.testing.assert_close(mine, theirs)
+
+
+def test_return_dict_false_gives_the_outputs_as_a_tuple():
+    model = tiny_model().eval()
+    model.set_attn_implementation("eager")
+    inputs = random_inputs(batch=2)
+    options = dict(output_hidden_states=True, output_attentions=True)
+    with torch.no_grad():
+        for module in (model, model.glia):
+            as_dict = module(**inputs, **options)
+            as_tuple = module(**inputs, **options, return_dict=False)
+            assert isinstance(as_tuple, tuple) and len(as_tuple) == len(as_dict.to_tuple())
+            for mine, theirs in zip(as_tuple, as_dict.to_tuple()):
+                torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+        score, normalized, hidden_states, attentions = model(**inputs, **options, return_dict=False)
+        assert score.shape == (2,) and len(hidden_states) == 3 and len(attentions) == 2
+        model.config.return_dict = False  # the config's default, as transformers reads it
+        score_only, normalized_only = model(**inputs)
+        torch.testing.assert_close(score_only, score, rtol=0, atol=0)
+
+
 def test_attentions_need_the_eager_implementation():
     model = tiny_model().eval()
     model.set_attn_implementation("sdpa")
