@@ -369,6 +369,8 @@ def run_identity(config) -> Dict[str, Any]:
         values["model"]["glia"] = {**_glia_defaults(), **values["model"]["glia"]}
     if values["data"].get("train_fraction") is None:
         values["data"].pop("train_fraction_of", None)  # no effect without a fraction
+    if values["data"].get("semantic_cache_dtype") == "fp32":
+        values["data"].pop("semantic_cache_dtype")  # an fp32 cache computes what no cache does; bf16 tokens do not
     values.get("eval", {}).pop("logistic", None)  # deprecated and ignored
     return _drop_nulls(values)
 

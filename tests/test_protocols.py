@@ -399,6 +399,14 @@ def test_run_identity_ignores_run_control_and_new_null_fields(tmp_path, builtin_
 
     assert protocols.run_identity(WithNewField()) == protocols.run_identity(config)
 
+    # An fp32 semantic cache computes what no cache does (same identity); bf16 tokens change the numbers (a new run).
+    def run_id(*overrides):
+        return expand("intra", [builtin_base], splits=[0], out=tmp_path, overrides=list(overrides)).runs[0].run_id
+
+    assert run_id("--data.cache_semantic", "false") == plain.run_id
+    assert run_id("--data.semantic_cache_dir", str(tmp_path / "tokens")) == plain.run_id
+    assert run_id("--data.semantic_cache_dtype", "bf16") != plain.run_id
+
 
 def test_finished_runs_from_before_the_schema_change_are_refused(tmp_path, builtin_base, capsys):
     out = tmp_path / "out"

@@ -147,7 +147,7 @@ class DataConfig:
 
 #: Fields that change how a run is carried out, never what it computes; no part of a run's identity (eval.protocols).
 EXECUTION_FIELDS = (("data", "num_workers"), ("data", "cpu_threads"), ("data", "cache_semantic"),
-                    ("data", "cache_images"), ("data", "image_cache_dir"))
+                    ("data", "cache_images"), ("data", "image_cache_dir"), ("data", "semantic_cache_dir"))
 #: Fields in which ``--resume`` may differ from the interrupted run: execution, which splits, where and how it writes,
 #: the Hub push. Not ``data.splits_file``: it holds the splits, and a resumed run must read the same one.
 RUN_CONTROL_FIELDS = EXECUTION_FIELDS + (
