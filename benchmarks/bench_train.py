@@ -366,8 +366,7 @@ def data_functions(files: dict, cache_root: Path) -> dict:
         functions[name] = (lambda d=dataset, c=collate: c([d[(0, 1)]]))
     processor = GLIAImageProcessor(resize_short_side=CACHED_SHORT_SIDE)
     jpeg = files["data_jpeg_1024"]
-    cache = DecodedImageCache.build(cache_root, [jpeg], processor.resize_image, processor.resize_short_side,
-                                    processor.resize_resample, log=lambda line: None)
+    cache = DecodedImageCache.build(cache_root, [jpeg], processor, log=lambda line: None)
     dataset = IQAImageDataset([jpeg], [3.0], hflip=0.5, vflip=0.5, resize=processor.resize_image, decoded=cache)
     collate = TrainCollator(processor, random_offsets=True)
     functions["data_cached"] = (lambda d=dataset, c=collate: c([d[(0, 1)]]))

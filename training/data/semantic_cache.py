@@ -181,8 +181,10 @@ class SemanticCache:
 
 
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-#: Bumped whenever the layout of :class:`DiskSemanticCache` changes, so older folders are never read.
-DISK_SEMANTIC_CACHE_VERSION = 1
+#: Bumped whenever the layout of :class:`DiskSemanticCache` or the tokens it holds change, so older folders are
+#: never read (2: a flipped image's whole-image view is the flip of the resized view, no longer the resize of the
+#: flipped image; the two differ by up to about 1e-5 per pixel).
+DISK_SEMANTIC_CACHE_VERSION = 2
 
 
 def disk_semantic_cache_key(key: str, dtype: torch.dtype) -> str:
