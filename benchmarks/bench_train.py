@@ -23,8 +23,8 @@ flips and fragment offsets) on a fixed subset of ``--epoch-images`` images (64) 
 image in its 4 orientations into a new cache, from pixel values already made: the one-time cost the first epochs pay
 lazily); ``data_jpeg_1024`` and ``data_png_512`` (one process decoding a 1024x768 JPEG / 512x384 PNG and making both
 views, as one DataLoader worker does); ``data_cached`` (the same JPEG decoded and resized once to the paper's 384 px short
-side into a ``training.data.DecodedImageCache``, ``data.cache_images``: a worker reads its 512x384 array, flips it
-and makes both views).
+side into a ``training.data.DecodedImageCache``, ``data.cache_images``, with its 224 px whole-image view: a worker
+reads both, flips them and cuts the fragments). ``--data-only`` times the data rows alone.
 
 Weights are random (speed does not depend on them). ``--size``: ``base`` is ViT-B/16 with the paper's GLIA settings,
 ``small`` the quickstart's ViT (hidden 64, 4 blocks), ``tiny`` a 2-block, hidden-32 ViT for tests. On CUDA
@@ -145,12 +145,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--data-csv", default=None,
                         help="a labels CSV (image, mos) for the epoch rows instead of the built-in set (tests)")
     parser.add_argument("--skip-epochs", action="store_true", help="leave out the epoch rows")
+    parser.add_argument("--data-only", action="store_true",
+                        help="only the data rows (one DataLoader worker's work per image; no model is built)")
     parser.add_argument("--json", default=None, help="write the rows to this JSON file")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype_name = args.dtype or ("bf16" if args.device == "cuda" else "fp32")
     device, batch = args.device, args.batch_size
+    if args.data_only:
+        return finish(args, {}, {}, {}, device, dtype_name, batch)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype_name == "bf16")
 
     from glia_hf.methods import build_model
@@ -217,6 +221,11 @@ def main(argv=None) -> dict:
     for name, (fn, count, gflop_per_image) in epoch_rows.items():
         functions[name], units[name], flops[name] = fn, count, gflop_per_image
 
+    return finish(args, functions, units, flops, device, dtype_name, batch)
+
+
+def finish(args, functions: dict, units: dict, flops: dict, device: str, dtype_name: str, batch: int) -> dict:
+    """Add the data rows, time every row in alternation, print the table and write the JSON."""
     with tempfile.TemporaryDirectory() as folder:
         for name, fn in data_functions(write_test_images(Path(folder)), Path(folder) / "image-cache").items():
             functions[name], units[name], flops[name] = fn, 1, None
@@ -366,8 +375,7 @@ def data_functions(files: dict, cache_root: Path) -> dict:
         functions[name] = (lambda d=dataset, c=collate: c([d[(0, 1)]]))
     processor = GLIAImageProcessor(resize_short_side=CACHED_SHORT_SIDE)
     jpeg = files["data_jpeg_1024"]
-    cache = DecodedImageCache.build(cache_root, [jpeg], processor.resize_image, processor.resize_short_side,
-                                    processor.resize_resample, log=lambda line: None)
+    cache = DecodedImageCache.build(cache_root, [jpeg], processor, log=lambda line: None)
     dataset = IQAImageDataset([jpeg], [3.0], hflip=0.5, vflip=0.5, resize=processor.resize_image, decoded=cache)
     collate = TrainCollator(processor, random_offsets=True)
     functions["data_cached"] = (lambda d=dataset, c=collate: c([d[(0, 1)]]))

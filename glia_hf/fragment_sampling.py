@@ -17,6 +17,12 @@ import torch
 import torch.nn.functional as F
 
 
+def fits_grid(height: int, width: int, grid_size, fragment_size) -> bool:
+    """Whether every grid cell of a `height x width` image holds a whole fragment: `H >= nh * fh` and `W >= nw * fw`."""
+    (nh, nw), (fh, fw) = grid_size, fragment_size
+    return height >= nh * fh and width >= nw * fw
+
+
 def fit_to_grid(image: torch.Tensor, grid_size, fragment_size) -> torch.Tensor:
     """Upscale `image` (C, H, W), keeping its aspect ratio, until every grid cell holds a whole fragment.
 
@@ -25,9 +31,9 @@ def fit_to_grid(image: torch.Tensor, grid_size, fragment_size) -> torch.Tensor:
     """
     (nh, nw), (fh, fw) = grid_size, fragment_size
     height, width = image.shape[-2:]
-    scale = max(nh * fh / height, nw * fw / width)
-    if scale <= 1:
+    if fits_grid(height, width, grid_size, fragment_size):
         return image
+    scale = max(nh * fh / height, nw * fw / width)
     new_size = (max(nh * fh, math.ceil(height * scale)), max(nw * fw, math.ceil(width * scale)))
     resized = F.interpolate(image[None].float(), size=new_size, mode="bicubic", align_corners=False)[0]
     return resized.clamp(0, 1) if image.is_floating_point() else resized.round().clamp(0, 255).to(image.dtype)
@@ -64,16 +70,20 @@ def fragment_offsets(
     return rows, cols
 
 
-def tile_fragments(image: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, fragment_size) -> torch.Tensor:
+def tile_fragments(image, rows: torch.Tensor, cols: torch.Tensor, fragment_size) -> torch.Tensor:
     """Cut the `fh x fw` fragments whose top-left corners are `rows`, `cols` out of `image` (C, H, W) and tile them.
 
     A plain copy, bit for bit; on the CPU the `nh * nw` slices are NumPy's (a tenth of the cost of torch's per-slice
-    overhead, which dominated a data-loader worker's time).
+    overhead, which dominated a data-loader worker's time). `image` may also be a NumPy array of any strides (e.g. a
+    flipped or transposed view of an `(H, W, C)` array, never copied whole); the result is then a tensor too.
     """
     fh, fw = fragment_size
     nh, nw = rows.shape
-    on_host = image.device.type == "cpu" and not image.requires_grad and image.dtype != torch.bfloat16
-    source = image.numpy() if on_host else image
+    if isinstance(image, np.ndarray):
+        on_host, source = True, image
+    else:
+        on_host = image.device.type == "cpu" and not image.requires_grad and image.dtype != torch.bfloat16
+        source = image.numpy() if on_host else image
     tiled = np.empty((image.shape[0], nh * fh, nw * fw), dtype=source.dtype) if on_host else image.new_empty(
         image.shape[0], nh * fh, nw * fw)
     for i, (tops, lefts) in enumerate(zip(rows.tolist(), cols.tolist())):
@@ -104,4 +114,4 @@ def sample_fragments(
     return tile_fragments(image, rows, cols, fragment_size)
 
 
-__all__ = ["fit_to_grid", "fragment_offsets", "tile_fragments", "sample_fragments"]
+__all__ = ["fits_grid", "fit_to_grid", "fragment_offsets", "tile_fragments", "sample_fragments"]

@@ -239,6 +239,19 @@ class GLIAImageProcessor(BaseImageProcessor):
         first step of [`preprocess`], and what the training data loader applies before its random flips."""
         return resize_short_side(image, self.resize_short_side, self.resize_resample)
 
+    def whole_image_view(self, rgb: torch.Tensor) -> torch.Tensor:
+        """The semantic stream's view of one image before normalisation: the `(3, H, W)` float image in [0, 1]
+        resized to `image_size x image_size` (bicubic, antialiased, clamped to [0, 1]). The one definition of that
+        view: [`preprocess`] and the training loader's decoded-image cache both make it here."""
+        size = (self.image_size, self.image_size)
+        return F.interpolate(rgb[None], size=size, mode="bicubic", align_corners=False, antialias=True)[0].clamp(0, 1)
+
+    def normalize_values(self, values: torch.Tensor) -> torch.Tensor:
+        """`(values - image_mean) / image_std` per channel, for any `(..., 3, h, w)` float tensor in [0, 1]."""
+        mean = torch.tensor(self.image_mean).view(3, 1, 1)
+        std = torch.tensor(self.image_std).view(3, 1, 1)
+        return (values - mean) / std
+
     def preprocess(
         self,
         images,
@@ -281,21 +294,16 @@ class GLIAImageProcessor(BaseImageProcessor):
         if random_offsets is None:
             random_offsets = num_samples is not None
 
-        mean = torch.tensor(self.image_mean).view(3, 1, 1)
-        std = torch.tensor(self.image_std).view(3, 1, 1)
         pixel_values, fragment_values = [], []
         for image in images:
             rgb = to_rgb_tensor(self.resize_image(image))
-            resized = F.interpolate(
-                rgb[None], size=(self.image_size, self.image_size), mode="bicubic", align_corners=False, antialias=True
-            )[0].clamp(0, 1)
-            pixel_values.append((resized - mean) / std)
+            pixel_values.append(self.normalize_values(self.whole_image_view(rgb)))
             image_generator = torch.Generator().manual_seed(seed) if seed is not None else generator
             views = [
                 sample_fragments(rgb, self.grid_size, self.fragment_size, random_offsets, image_generator)
                 for _ in range(num_samples or 1)
             ]
-            views = (torch.stack(views) - mean) / std
+            views = self.normalize_values(torch.stack(views))
             fragment_values.append(views if num_samples is not None else views[0])
         return BatchFeature(
             data={"pixel_values": torch.stack(pixel_values), "fragment_values": torch.stack(fragment_values)},

@@ -1,6 +1,8 @@
-"""The decoded-image cache of the training loop (`data.cache_images`, training/data.py `DecodedImageCache`): every
-image decoded and resized once into a memory-mapped `datasets` cache, giving the same pixels, so the same batches
-and the same training as decoding every epoch; its key changes with the image list and the resize settings."""
+"""The decoded-image cache of the training loop (`data.cache_images`, training/data/image_cache.py
+`DecodedImageCache`): every image decoded and resized once, and its whole-image view made once, into a memory-mapped
+`datasets` cache, giving the same pixels and views, so the same batches and the same training as decoding every epoch;
+its key changes with the image list, the resize settings and the view's size. And the collators' views against the
+image processor's."""
 
 import csv
 import os
@@ -38,8 +40,7 @@ def datasets_pair(paths, processor, cache_root, **flips):
     from training.data import DecodedImageCache, IQAImageDataset
 
     mos = [float(i) for i in range(len(paths))]
-    cache = DecodedImageCache.build(cache_root, paths, processor.resize_image, processor.resize_short_side,
-                                    processor.resize_resample, log=lambda line: None)
+    cache = DecodedImageCache.build(cache_root, paths, processor, log=lambda line: None)
     plain = IQAImageDataset(paths, mos, resize=processor.resize_image, **flips)
     cached = IQAImageDataset(paths, mos, resize=processor.resize_image, decoded=cache, **flips)
     return plain, cached, cache
@@ -66,7 +67,8 @@ def test_cached_batches_equal_decoded_batches(tmp_path, short_side):
         samples_plain, samples_cached = [plain[i] for i in items], [cached[i] for i in items]
         orientations |= {s["orientation"] for s in samples_cached}
         for a, b in zip(samples_plain, samples_cached):
-            assert np.array_equal(np.asarray(a["image"]), np.asarray(b["image"]))
+            assert np.array_equal(a["image"], b["image"]) and a["orientation"] == b["orientation"]
+            assert a["view"] is None and b["view"].shape == (3, 224, 224)  # the stored, unflipped whole-image view
         batch_plain, batch_cached = train(samples_plain), train(samples_cached)
         for key in ("pixel_values", "fragment_values", "labels", "index"):
             assert torch.equal(batch_plain[key], batch_cached[key]), key
@@ -79,6 +81,46 @@ def test_cached_batches_equal_decoded_batches(tmp_path, short_side):
         assert torch.equal(test_plain[key], test_cached[key]), key
 
 
+def test_collated_views_follow_the_processor(tmp_path):
+    """The collators make what `GLIAImageProcessor.preprocess` makes, from the uint8 pixels, cached or not: test
+    batches and unflipped training batches bit for bit (inference scores are those of the processor and the
+    pipeline); a flipped training image has the fragments of the flipped image, bit for bit, and the whole-image view
+    flipped after the resize, which differs from the resize of the flipped image (the order before the decoded-image
+    cache stored views) by rounding only, under 2e-5 after normalisation."""
+    from glia_hf import GLIAImageProcessor
+    from training.data import EvalCollator, TrainCollator
+
+    paths = write_images(tmp_path)
+    processor = GLIAImageProcessor(resize_short_side=192, image_mean=[0.4, 0.5, 0.6], image_std=[0.2, 0.3, 0.25])
+    plain, cached, _ = datasets_pair(paths, processor, tmp_path / "cache", hflip=0.5, vflip=0.5)
+    images = [processor.resize_image(Image.open(path)) for path in paths]
+    expected = processor(images, num_samples=2, seed=5)
+    for dataset in (plain, cached):
+        batch = EvalCollator(processor, num_views=2, seed=5)([dataset[i] for i in range(len(paths))])
+        for key in ("pixel_values", "fragment_values"):
+            assert torch.equal(batch[key], expected[key]), key
+    flips = {1: [Image.Transpose.FLIP_LEFT_RIGHT], 2: [Image.Transpose.FLIP_TOP_BOTTOM],
+             3: [Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM]}
+    seen = set()
+    for seed in range(12):
+        for index in range(len(paths)):
+            sample = cached[(index, seed)]
+            orientation = sample["orientation"]
+            seen.add(orientation)
+            image = images[index]
+            for flip in flips.get(orientation, []):
+                image = image.transpose(flip)
+            batch = TrainCollator(processor, random_offsets=True)([sample])
+            reference = processor([image], random_offsets=True,
+                                  generator=torch.Generator().manual_seed(seed % (2**63)))
+            assert torch.equal(batch["fragment_values"], reference["fragment_values"])
+            unflipped = processor([images[index]])["pixel_values"]
+            dims = [dim for bit, dim in ((1, -1), (2, -2)) if orientation & bit]
+            assert torch.equal(batch["pixel_values"], torch.flip(unflipped, dims) if dims else unflipped)
+            torch.testing.assert_close(batch["pixel_values"], reference["pixel_values"], atol=2e-5, rtol=0)
+    assert seen == {0, 1, 2, 3}
+
+
 def test_the_key_changes_with_images_and_resize_settings(tmp_path):
     """A different image list, order, short side, filter or a file rewritten under the same name gets a new cache
     folder, never the old arrays; the same inputs reuse the folder without decoding again."""
@@ -86,16 +128,15 @@ def test_the_key_changes_with_images_and_resize_settings(tmp_path):
     from training.data import DecodedImageCache, decoded_cache_key
 
     paths = write_images(tmp_path)
-    key = decoded_cache_key(paths, 192, "bicubic")
-    assert decoded_cache_key(list(paths), 192, "bicubic") == key
-    others = {decoded_cache_key(paths[:-1], 192, "bicubic"), decoded_cache_key(paths[::-1], 192, "bicubic"),
-              decoded_cache_key(paths, 224, "bicubic"), decoded_cache_key(paths, 192, "bilinear"),
-              decoded_cache_key(paths, None, "bicubic")}
-    assert key not in others and len(others) == 5
+    key = decoded_cache_key(paths, 192, "bicubic", 224)
+    assert decoded_cache_key(list(paths), 192, "bicubic", 224) == key
+    others = {decoded_cache_key(paths[:-1], 192, "bicubic", 224), decoded_cache_key(paths[::-1], 192, "bicubic", 224),
+              decoded_cache_key(paths, 224, "bicubic", 224), decoded_cache_key(paths, 192, "bilinear", 224),
+              decoded_cache_key(paths, None, "bicubic", 224), decoded_cache_key(paths, 192, "bicubic", 384)}
+    assert key not in others and len(others) == 6
 
     processor = GLIAImageProcessor(resize_short_side=192)
-    build = lambda: DecodedImageCache.build(tmp_path / "cache", paths, processor.resize_image, 192, "bicubic",  # noqa
-                                            log=lambda line: None)
+    build = lambda: DecodedImageCache.build(tmp_path / "cache", paths, processor, log=lambda line: None)  # noqa
     first = build()
     stamp = os.stat(first.folder).st_mtime_ns
     assert build().folder == first.folder and os.stat(first.folder).st_mtime_ns == stamp  # reused
@@ -104,6 +145,14 @@ def test_the_key_changes_with_images_and_resize_settings(tmp_path):
     second = build()
     assert second.folder != first.folder
     assert np.array_equal(second.array(paths[0]), np.asarray(processor.resize_image(Image.open(paths[0]))))
+    from training.data import unit_float
+
+    assert np.array_equal(second.view(paths[0]), processor.whole_image_view(unit_float(second.array(paths[0]))))
+    with pytest.raises(ValueError, match="decoded-image cache with the collator's processor"):
+        from training.data import IQAImageDataset, TrainCollator
+
+        other = GLIAImageProcessor(resize_short_side=192, image_size=112)
+        TrainCollator(other, True)([IQAImageDataset(paths, [1.0] * 5, decoded=second)[(0, 1)]])
     assert second.array(str(tmp_path / "elsewhere.jpg")) is None  # not held: the dataset decodes it itself
 
 
@@ -168,7 +217,8 @@ def test_cache_images_is_a_run_control_field():
 
 def test_tiled_fragments_are_the_slices_of_the_image():
     """tile_fragments (NumPy slices on the CPU, torch's elsewhere or with autograd) copies exactly the fragments a
-    plain slice-by-slice loop cuts, for every dtype, a broadcast (grey) image and a tensor that needs gradients."""
+    plain slice-by-slice loop cuts, for every dtype, a broadcast (grey) image, a tensor that needs gradients and a
+    strided NumPy view."""
     from glia_hf.fragment_sampling import fragment_offsets, tile_fragments
 
     def reference(image, rows, cols, fh, fw):
@@ -187,3 +237,9 @@ def test_tiled_fragments_are_the_slices_of_the_image():
             assert tiled.dtype == image.dtype and tiled.shape == (3, grid[0] * fragment[0], grid[1] * fragment[1])
             assert torch.equal(tiled, reference(image, rows, cols, *fragment))
     assert tile_fragments(images[-1], rows, cols, fragment).requires_grad
+    # A NumPy view of any strides (a flipped (H, W, C) array seen channels-first, as the collators pass it).
+    pixels = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    flipped = pixels[::-1, ::-1].transpose(2, 0, 1)
+    tiled = tile_fragments(flipped, rows, cols, fragment)
+    assert isinstance(tiled, torch.Tensor) and tiled.dtype == torch.uint8
+    assert torch.equal(tiled, reference(torch.from_numpy(flipped.copy()), rows, cols, *fragment))

@@ -145,7 +145,7 @@ def test_training_and_pipeline_see_the_same_pixels(tmp_path, offline_hf_home):
     served = scorer.preprocess(str(path), num_samples=3, seed=11)
 
     test_item = IQAImageDataset([str(path)], [1.0], resize=processor.resize_image)[0]
-    assert test_item["image"].size == (512, 384)  # EXIF applied, then resized, in the loader's worker
+    assert test_item["image"].shape == (384, 512, 3)  # EXIF applied, then resized, in the loader's worker
     tested = EvalCollator(processor, num_views=3, seed=11)([test_item])
     assert torch.equal(served["pixel_values"], tested["pixel_values"])
     assert torch.equal(served["fragment_values"], tested["fragment_values"])

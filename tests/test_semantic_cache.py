@@ -1,4 +1,4 @@
-"""The semantic cache of the training loop (`data.cache_semantic`, training/data.py `SemanticCache`): the frozen
+"""The semantic cache of the training loop (`data.cache_semantic`, training/data/semantic_cache.py `SemanticCache`): the frozen
 backbone's guidance tokens of each (image, orientation) are computed once and reused, with the same losses and scores
 as a run without it; its key changes with everything the tokens depend on."""
 
@@ -105,10 +105,10 @@ def test_views_through_the_cache_equal_views_without_it():
 
 
 def test_a_flipped_image_gets_its_own_tokens(tmp_path):
-    """The dataset reports each sample's orientation; the cache keeps one entry per orientation, each equal to the
-    backbone's tokens of that flipped image."""
+    """The dataset reports each sample's orientation and the collator flips the views so; the cache keeps one entry
+    per orientation, each equal to the backbone's tokens of that flipped view."""
     from glia_hf import GLIAImageProcessor
-    from training.data import ORIENTATIONS, IQAImageDataset, SemanticCache
+    from training.data import ORIENTATIONS, IQAImageDataset, SemanticCache, TrainCollator
 
     rng = np.random.default_rng(0)
     path = tmp_path / "image.png"
@@ -120,16 +120,17 @@ def test_a_flipped_image_gets_its_own_tokens(tmp_path):
         samples.setdefault(sample["orientation"], sample)
     assert sorted(samples) == [0, 1, 2, 3] and len(ORIENTATIONS) == 4
     assert all(sample["image_id"] == 7 for sample in samples.values())
-    original = np.asarray(samples[0]["image"])
-    np.testing.assert_array_equal(np.asarray(samples[1]["image"]), original[:, ::-1])
-    np.testing.assert_array_equal(np.asarray(samples[2]["image"]), original[::-1])
-    np.testing.assert_array_equal(np.asarray(samples[3]["image"]), original[::-1, ::-1])
+    original = np.asarray(Image.open(path))
+    assert all(np.array_equal(sample["image"], original) for sample in samples.values())  # flipped by the collator
     assert dataset[0]["orientation"] == 0  # test items (no draw seed) are never flipped
 
     model = tiny_glia()
     processor = GLIAImageProcessor(grid_size=(2, 2), fragment_size=(32, 32))
     cache = SemanticCache("test")
-    pixels = processor([samples[o]["image"] for o in range(4)])["pixel_values"]
+    pixels = TrainCollator(processor, random_offsets=True)([samples[o] for o in range(4)])["pixel_values"]
+    torch.testing.assert_close(pixels[1], pixels[0].flip(-1), atol=0, rtol=0)
+    torch.testing.assert_close(pixels[2], pixels[0].flip(-2), atol=0, rtol=0)
+    torch.testing.assert_close(pixels[3], pixels[0].flip(-1, -2), atol=0, rtol=0)
     cache.lookup([7] * 4, [0, 1, 2, 3], pixels, model.glia.encode_guidance)
     assert len(cache) == 4
     with torch.no_grad():

@@ -98,11 +98,12 @@ class DataConfig:
             whole image, and is ignored, with the reason printed, otherwise. Memory: 605 KB per image and
             orientation at ViT-B/16 and 224 px, at most 24.4 GB for all of KonIQ-10k with 4 orientations each.
         cache_images: decode and resize every image (training and test) once, before the first epoch, into a
-            memory-mapped ``datasets`` cache of uint8 arrays (``training.data.DecodedImageCache``), so that each epoch
-            only reads arrays and draws fragments: the same pixels, so the same batches and results. Off by default
-            (it costs ``H x W x 3`` bytes of disk per image: 590 KB at 512x384, 5.9 GB for KonIQ-10k at 384 px). The
-            cache is keyed by the image list (with each file's size and time) and the resize settings, so it is
-            reused by later runs with the same images and resolution and never when either changes.
+            memory-mapped ``datasets`` cache of uint8 arrays and whole-image views (``training.data.DecodedImageCache``),
+            so that each epoch only reads arrays, flips and draws fragments: the same batches and results. Off by
+            default (disk per image: ``H x W x 3`` bytes + the float32 view, 590 + 602 KB at 512x384 and 224 px, 12.0 GB
+            for KonIQ-10k at 384 px). The cache is keyed by the image list (with each file's size and time), the resize
+            settings and the view's size, so it is reused by later runs with the same images and resolution and never
+            when one changes.
         image_cache_dir: where ``cache_images`` keeps its caches (a folder per key). Default: ``image-cache`` inside
             the run directory; name a shared folder to reuse the decoded images across runs.
         semantic_cache_dtype: the dtype ``cache_semantic`` stores the tokens in: ``fp32`` (default; the same results as

@@ -109,18 +109,17 @@ class RunData:
         )
 
     def decoded_images(self, processor: GLIAImageProcessor, paths: Sequence[str]) -> Optional[DecodedImageCache]:
-        """The decoded-image cache of ``paths`` at the processor's resolution (``data.cache_images``), built once
+        """The decoded-image cache of ``paths`` for the processor (its resolution and whole-image view,
+        ``data.cache_images``), built once
         by the main process (under ``data.image_cache_dir``, default ``<run>/image-cache``); ``None`` when off."""
         if not self.config.data.cache_images:
             return None
         paths = [str(path) for path in paths]
-        memo = (tuple(paths), processor.resize_short_side, processor.resize_resample)
+        memo = (tuple(paths), processor.resize_short_side, processor.resize_resample, processor.image_size)
         if memo not in self.decoded_caches:
             root = Path(self.config.data.image_cache_dir or self.run_dir / "image-cache")
             with self.accelerator.main_process_first():
-                self.decoded_caches[memo] = DecodedImageCache.build(
-                    root, paths, processor.resize_image, processor.resize_short_side, processor.resize_resample,
-                    log=self.accelerator.print)
+                self.decoded_caches[memo] = DecodedImageCache.build(root, paths, processor, log=self.accelerator.print)
         return self.decoded_caches[memo]
 
     def semantic_cache(self, model, processor, images, split: int, quiet: bool = False) -> Optional[SemanticCache]:
