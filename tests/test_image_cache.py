@@ -121,6 +121,31 @@ def test_collated_views_follow_the_processor(tmp_path):
     assert seen == {0, 1, 2, 3}
 
 
+def test_a_batch_mixing_small_and_large_images_is_scaled_alike(tmp_path):
+    """An image smaller than the fragment grid is upscaled in floats, a large one cut from its uint8 pixels: in one
+    batch both come out on the processor's scale (x / 255, then normalised), as `preprocess` makes them."""
+    from glia_hf import GLIAImageProcessor
+    from training.data import EvalCollator, IQAImageDataset, TrainCollator
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for name, (height, width) in (("small.png", (120, 150)), ("large.png", (260, 300))):
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    processor = GLIAImageProcessor()
+    dataset = IQAImageDataset(paths, [1.0, 2.0])
+    images = [Image.open(path).convert("RGB") for path in paths]
+    batch = EvalCollator(processor, num_views=2, seed=3)([dataset[0], dataset[1]])
+    expected = processor(images, num_samples=2, seed=3)
+    for key in ("pixel_values", "fragment_values"):
+        assert torch.equal(batch[key], expected[key]), key
+    for small_first in (True, False):
+        samples = [dataset[(0, 11)], dataset[(1, 11)]][:: 1 if small_first else -1]
+        mixed = TrainCollator(processor, random_offsets=False)(samples)["fragment_values"]
+        alone = [TrainCollator(processor, random_offsets=False)([sample])["fragment_values"][0] for sample in samples]
+        assert torch.equal(mixed, torch.stack(alone))
+
+
 def test_the_key_changes_with_images_and_resize_settings(tmp_path):
     """A different image list, order, short side, filter or a file rewritten under the same name gets a new cache
     folder, never the old arrays; the same inputs reuse the folder without decoding again."""

@@ -140,7 +140,7 @@ def collate_views(processor: GLIAImageProcessor, samples: List[dict], random_off
     fragments are cut (:func:`~glia_hf.fragment_sampling.sample_fragments`, offsets drawn from ``generator()``, called
     once per sample) from the image flipped the same way. A training view is thus *resize, then flip*: flips of the
     224 px view cost a copy, while the image itself stays uint8 and is never copied whole (its flips are NumPy
-    views). Fragments are cut from the uint8 pixels and turned into floats once per batch, the same values the
+    views). Fragments are cut from the uint8 pixels and turned into floats per sample, the same values the
     processor computes (``x / 255``, then the normalisation); without flips the batch equals
     :meth:`~glia_hf.GLIAImageProcessor.preprocess`'s bit for bit. ``num_views``: ``K`` fragment draws per sample,
     ``fragment_values`` of shape ``(B, K, 3, h, w)``.
@@ -175,10 +175,11 @@ def collate_views(processor: GLIAImageProcessor, samples: List[dict], random_off
         else:  # upscaled first, in floats, as the processor does
             rgb = unit_float(flipped)
             cut = [sample_fragments(rgb, grid, fragment, random_offsets, draws) for _ in range(num_views or 1)]
-        fragments.append(torch.stack(cut) if num_views is not None else cut[0])
+        cut = torch.stack(cut) if num_views is not None else cut[0]
+        # uint8 fragments onto the [0, 1] scale here, per sample: a batch may mix them with the float fragments of
+        # an upscaled small image, and stacking the two would promote the uint8 values to floats left at 0-255.
+        fragments.append(cut.float().div(255.0) if cut.dtype == torch.uint8 else cut)
     fragments = torch.stack(fragments)
-    if fragments.dtype == torch.uint8:
-        fragments = fragments.float().div(255.0)
     return {
         "pixel_values": processor.normalize_values(torch.stack(views)),
         "fragment_values": processor.normalize_values(fragments),
