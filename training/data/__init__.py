@@ -6,8 +6,8 @@ collators, the workers' set-up), :mod:`.image_cache` (the decoded-image cache, `
 from training.data.datasets import (  # noqa: F401 (_worker_init: the loaders' and the tests')
     ORIENTATIONS, EpochSampler, EvalCollator, IQAImageDataset, TrainCollator, _worker_init, collate_views)
 from training.data.image_cache import DECODED_CACHE_VERSION, DecodedImageCache, decoded_cache_key, unit_float
-from training.data.semantic_cache import (  # noqa: F401 (_DTYPE_NAMES: the dtypes' names in words)
-    _DTYPE_NAMES, DISK_SEMANTIC_CACHE_VERSION, SEMANTIC_CACHE_DTYPES, DiskSemanticCache, SemanticCache,
+from training.data.semantic_cache import (
+    DISK_SEMANTIC_CACHE_VERSION, SEMANTIC_CACHE_DTYPES, DiskSemanticCache, SemanticCache,
     disk_semantic_cache_key, semantic_cache_key, semantic_cache_reason)
 
 __all__ = [

@@ -3,6 +3,10 @@ computed once, in host memory (:class:`SemanticCache`) or in a memory-mapped fil
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -47,8 +51,6 @@ def semantic_cache_key(model, processor: GLIAImageProcessor, images: Sequence[st
     ordered list of image paths: a cache entry is addressed by the position of its image in that list) and the
     precision the tokens are computed in (``precision``, e.g. Accelerate's mixed precision ``no`` or ``bf16``).
     """
-    import hashlib
-
     digest = hashlib.sha256()
     vit = model.glia.vit
     digest.update(vit.config.to_json_string(use_diff=False).encode())
@@ -116,7 +118,7 @@ class SemanticCache:
     @property
     def storage(self) -> str:
         """Where and how the tokens are kept, in words (for the run's log)."""
-        return f"kept in host memory, {_DTYPE_NAMES[self.dtype]}"
+        return f"kept in host memory, {_dtype_name(self.dtype)}"
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -180,7 +182,11 @@ class SemanticCache:
         return stacked
 
 
-_DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+def _dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"`` (for logs and a disk cache's ``meta.json``)."""
+    return str(dtype).removeprefix("torch.")
+
+
 #: Bumped whenever the layout of :class:`DiskSemanticCache` or the tokens it holds change, so older folders are
 #: never read (2: a flipped image's whole-image view is the flip of the resized view, no longer the resize of the
 #: flipped image; the two differ by up to about 1e-5 per pixel).
@@ -190,9 +196,7 @@ DISK_SEMANTIC_CACHE_VERSION = 2
 def disk_semantic_cache_key(key: str, dtype: torch.dtype) -> str:
     """The folder key of a disk cache: :func:`semantic_cache_key` (backbone, processor, images, precision) with the
     storage dtype and the layout version, so that a bf16 folder never serves an fp32 run or the other way round."""
-    import hashlib
-
-    return hashlib.sha256(f"{key} {_DTYPE_NAMES[dtype]} v{DISK_SEMANTIC_CACHE_VERSION}".encode()).hexdigest()
+    return hashlib.sha256(f"{key} {_dtype_name(dtype)} v{DISK_SEMANTIC_CACHE_VERSION}".encode()).hexdigest()
 
 
 class DiskSemanticCache(SemanticCache):
@@ -219,8 +223,6 @@ class DiskSemanticCache(SemanticCache):
     """
 
     def __init__(self, key: str, root, num_images: int, dtype: torch.dtype = torch.float32):
-        from pathlib import Path
-
         super().__init__(key, device="cpu", dtype=dtype)
         if dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"a disk semantic cache stores float32 or bfloat16, not {dtype}")
@@ -233,22 +235,19 @@ class DiskSemanticCache(SemanticCache):
 
     @property
     def storage(self) -> str:
-        return f"memory-mapped in {self.folder}, {_DTYPE_NAMES[self.dtype]}"
+        return f"memory-mapped in {self.folder}, {_dtype_name(self.dtype)}"
 
     # ------------------------------------------------------------------------------------------- files
 
     def _open(self) -> bool:
         """Map the files when they exist (``meta.json`` present); False when no row was ever written."""
-        import json
-        import os
-
         if self._tokens is not None:
             return True
         meta_path = self.folder / "meta.json"
         if not meta_path.exists():
             return False
         meta = json.loads(meta_path.read_text())
-        expected = {"key": self.key, "rows": self.num_images * 4, "dtype": _DTYPE_NAMES[self.dtype]}
+        expected = {"key": self.key, "rows": self.num_images * 4, "dtype": _dtype_name(self.dtype)}
         found = {name: meta.get(name) for name in expected}
         if found != expected:
             raise RuntimeError(f"{self.folder}: the semantic cache holds {found}, not {expected}; delete the folder "
@@ -262,9 +261,6 @@ class DiskSemanticCache(SemanticCache):
 
     def _create(self, token_shape, token_dtype: torch.dtype) -> None:
         """Make the files at full size (under the lock); the first writer of a key does it."""
-        import json
-        import os
-
         if (self.folder / "meta.json").exists():
             return
         rows = self.num_images * 4
@@ -272,8 +268,8 @@ class DiskSemanticCache(SemanticCache):
         for name, size in (("tokens.bin", rows * row_bytes), ("filled.bin", rows)):
             with open(self.folder / name, "wb") as handle:
                 handle.truncate(size)  # sparse: disk is used by the rows written
-        meta = {"key": self.key, "rows": rows, "dtype": _DTYPE_NAMES[self.dtype], "token_shape": list(token_shape),
-                "token_dtype": str(token_dtype).replace("torch.", ""), "version": DISK_SEMANTIC_CACHE_VERSION}
+        meta = {"key": self.key, "rows": rows, "dtype": _dtype_name(self.dtype), "token_shape": list(token_shape),
+                "token_dtype": _dtype_name(token_dtype), "version": DISK_SEMANTIC_CACHE_VERSION}
         temporary = self.folder / f".meta-{os.getpid()}.json"
         temporary.write_text(json.dumps(meta))
         os.replace(temporary, self.folder / "meta.json")
@@ -286,8 +282,6 @@ class DiskSemanticCache(SemanticCache):
         return 4 * image_id + orientation
 
     def _filled(self, row: int) -> bool:
-        import os
-
         if not self._known[row] and os.pread(self._flags_fd, 1, row) == b"\x01":
             self._known[row] = True
         return bool(self._known[row])
@@ -302,7 +296,6 @@ class DiskSemanticCache(SemanticCache):
 
     def _store(self, keys: List[tuple], tokens: torch.Tensor) -> None:
         import fcntl
-        import os
 
         words = tokens.contiguous().view(torch.int16) if self.dtype == torch.bfloat16 else tokens.contiguous()
         words = words.numpy()
@@ -357,8 +350,6 @@ class DiskSemanticCache(SemanticCache):
         return len(self) * int(np.prod(self._tokens.shape[1:])) * self._tokens.itemsize
 
     def __del__(self):
-        import os
-
         if getattr(self, "_flags_fd", None) is not None:
             os.close(self._flags_fd)
             self._flags_fd = None
