@@ -103,7 +103,8 @@ def sample_fragments(
 
     Args:
         image: a `(C, H, W)` tensor. An image smaller than `nh*fh` by `nw*fw` is first upscaled (aspect ratio
-            kept) by [`fit_to_grid`] so that every cell holds a whole fragment.
+            kept) by [`fit_to_grid`] so that every cell holds a whole fragment. A NumPy array of any strides large
+            enough for the grid (see [`fits_grid`]) is cut as it is (see [`tile_fragments`]).
         grid_size: `(nh, nw)`, the number of grid cells.
         fragment_size: `(fh, fw)`, the size of each fragment in pixels.
         random: draw each cell's offset uniformly (training, test-time averaging) instead of centring it.

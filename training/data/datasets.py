@@ -12,7 +12,7 @@ from PIL import Image
 
 from glia_hf import GLIAImageProcessor
 from glia_hf.data import load_image
-from glia_hf.fragment_sampling import fits_grid, fragment_offsets, sample_fragments, tile_fragments
+from glia_hf.fragment_sampling import fits_grid, sample_fragments
 from glia_hf.image_processing_glia import short_side_size
 from training.data.image_cache import unit_float
 
@@ -168,13 +168,10 @@ def collate_views(processor: GLIAImageProcessor, samples: List[dict], random_off
         flipped = image[:, ::-1] if orientation & 1 else image
         flipped = flipped[::-1] if orientation & 2 else flipped
         draws = generator()
-        if fits_grid(image.shape[0], image.shape[1], grid, fragment):
-            channels_first = flipped.transpose(2, 0, 1)  # a view of the uint8 pixels
-            cut = [tile_fragments(channels_first, *fragment_offsets(*image.shape[:2], grid, fragment, random_offsets,
-                                                                    draws), fragment) for _ in range(num_views or 1)]
-        else:  # upscaled first, in floats, as the processor does
-            rgb = unit_float(flipped)
-            cut = [sample_fragments(rgb, grid, fragment, random_offsets, draws) for _ in range(num_views or 1)]
+        # Cut from a view of the uint8 pixels; an image too small for the grid is upscaled first, in floats, as the
+        # processor does.
+        source = flipped.transpose(2, 0, 1) if fits_grid(*image.shape[:2], grid, fragment) else unit_float(flipped)
+        cut = [sample_fragments(source, grid, fragment, random_offsets, draws) for _ in range(num_views or 1)]
         cut = torch.stack(cut) if num_views is not None else cut[0]
         # uint8 fragments onto the [0, 1] scale here, per sample: a batch may mix them with the float fragments of
         # an upscaled small image, and stacking the two would promote the uint8 values to floats left at 0-255.
