@@ -110,8 +110,8 @@ class RunData:
 
     def decoded_images(self, processor: GLIAImageProcessor, paths: Sequence[str]) -> Optional[DecodedImageCache]:
         """The decoded-image cache of ``paths`` for the processor (its resolution and whole-image view,
-        ``data.cache_images``), built once
-        by the main process (under ``data.image_cache_dir``, default ``<run>/image-cache``); ``None`` when off."""
+        ``data.cache_images``), built once by the main process (under ``data.image_cache_dir``, default
+        ``<run>/image-cache``); ``None`` when off."""
         if not self.config.data.cache_images:
             return None
         paths = [str(path) for path in paths]
